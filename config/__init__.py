@@ -1,0 +1,1 @@
+"""Configuration (environment and ``.env``) and logging, set up once per process."""

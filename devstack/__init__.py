@@ -1,0 +1,1 @@
+"""``make run``: the embedded stack (Temporal dev server, worker, front door) under one Ctrl-C."""

@@ -1,0 +1,1 @@
+"""The HTTP front door: alert webhooks -> workflows, operator endpoints -> queries and updates."""

@@ -1,0 +1,161 @@
+"""The aiohttp application: routes of the contract's HTTP front door."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from aiohttp import web
+from pydantic import ValidationError
+
+from config.settings import Settings
+from frontdoor.auth import bearer_ok, operator_allowed
+from frontdoor.gateway import DecisionRefused, IncidentGateway, IncidentNotFound, TemporalUnavailable
+from models.alertmanager import AlertmanagerWebhook
+from models.incident import Decision
+from triage.alerts import notification_from_webhook
+from triage.identity import WORKFLOW_ID_PREFIX
+from workflows.incident import UNKNOWN_APPROVER
+
+log = structlog.get_logger("frontdoor")
+
+MAX_BODY_BYTES = 1024 * 1024
+GATEWAY: web.AppKey[IncidentGateway] = web.AppKey("gateway", IncidentGateway)
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
+
+
+def create_app(gateway: IncidentGateway, settings: Settings) -> web.Application:
+    # aiohttp enforces the body limit itself too; the handlers answer it in the contract's words first.
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_unavailable_is_503])
+    app[GATEWAY] = gateway
+    app[SETTINGS] = settings
+    app.router.add_post("/alerts/alertmanager", alertmanager_webhook)
+    app.router.add_get("/incidents", list_incidents)
+    app.router.add_get("/incidents/{workflow_id}", get_incident)
+    app.router.add_post("/incidents/{workflow_id}/decision", post_decision)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+@web.middleware
+async def _unavailable_is_503(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except TemporalUnavailable as exc:
+        log.warning("temporal_unavailable", path=request.path, error=str(exc))
+        return _error(503, "Temporal is unreachable; retry later")
+
+
+async def _read_json(request: web.Request) -> tuple[Any, web.Response | None]:
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        return None, _error(413, f"body of {request.content_length} bytes is over the {MAX_BODY_BYTES} byte limit")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return None, _error(413, f"body is over the {MAX_BODY_BYTES} byte limit")
+    try:
+        return json.loads(raw), None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, _error(400, f"malformed JSON: {exc}")
+
+
+def _describe(error: ValidationError, limit: int = 3) -> str:
+    parts = []
+    for item in error.errors()[:limit]:
+        where = ".".join(str(part) for part in item["loc"]) or "body"
+        parts.append(f"{where}: {item['msg']}")
+    more = len(error.errors()) - limit
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+async def alertmanager_webhook(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    if settings.webhook_token is not None and not bearer_ok(request, settings.webhook_token):
+        return _error(401, "missing or wrong bearer token")
+    body, problem = await _read_json(request)
+    if problem is not None:
+        return problem
+    try:
+        webhook = AlertmanagerWebhook.model_validate(body)
+    except ValidationError as exc:
+        return _error(400, f"invalid Alertmanager payload: {_describe(exc)}")
+    notification = notification_from_webhook(webhook, datetime.now(UTC))
+    delivery = await request.app[GATEWAY].deliver(notification)
+    log.info(
+        "alert_notification",
+        workflow_id=delivery.workflow_id,
+        action=delivery.action,
+        status=notification.status,
+        alerts=len(notification.alerts),
+        group_key=notification.group_key,
+    )
+    return web.json_response({"incidents": [delivery.as_json()]}, status=202)
+
+
+def _workflow_id(request: web.Request) -> str | None:
+    workflow_id = request.match_info["workflow_id"]
+    return workflow_id if workflow_id.startswith(WORKFLOW_ID_PREFIX) else None
+
+
+async def list_incidents(request: web.Request) -> web.Response:
+    open_only = request.query.get("open", "").lower() in ("1", "true", "yes")
+    try:
+        limit = max(1, min(int(request.query.get("limit", "100")), 1000))
+    except ValueError:
+        return _error(400, "limit: expected an integer")
+    incidents = await request.app[GATEWAY].list_incidents(open_only=open_only, limit=limit)
+    return web.json_response({"incidents": incidents})
+
+
+async def get_incident(request: web.Request) -> web.Response:
+    workflow_id = _workflow_id(request)
+    if workflow_id is None:
+        return _error(404, f"not an incident id (expected {WORKFLOW_ID_PREFIX}...)")
+    try:
+        state = await request.app[GATEWAY].state(workflow_id)
+    except IncidentNotFound:
+        return _error(404, f"no incident {workflow_id}")
+    return web.json_response(state.model_dump(mode="json"))
+
+
+async def post_decision(request: web.Request) -> web.Response:
+    allowed, why = operator_allowed(request, request.app[SETTINGS].api_token)
+    if not allowed:
+        return _error(401, why)
+    workflow_id = _workflow_id(request)
+    if workflow_id is None:
+        return _error(404, f"not an incident id (expected {WORKFLOW_ID_PREFIX}...)")
+    body, problem = await _read_json(request)
+    if problem is not None:
+        return problem
+    try:
+        decision = Decision.model_validate(body)
+    except ValidationError as exc:
+        return _error(400, f"invalid decision: {_describe(exc)}")
+    try:
+        result = await request.app[GATEWAY].decide(workflow_id, decision)
+    except IncidentNotFound:
+        return _error(404, f"no running incident {workflow_id}")
+    except DecisionRefused as exc:
+        status = 403 if exc.kind == UNKNOWN_APPROVER else 409
+        return _error(status, str(exc), kind=exc.kind)
+    log.info("decision", workflow_id=workflow_id, approve=decision.approve, by=decision.by, phase=result.phase)
+    return web.json_response(result.model_dump(mode="json"))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if await request.app[GATEWAY].ready():
+        return web.json_response({"status": "ready"})
+    return _error(503, "Temporal is unreachable")

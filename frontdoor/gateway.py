@@ -1,0 +1,221 @@
+"""Everything the front door and the operator CLI ask of Temporal, with its failures named.
+
+Temporal's errors are translated here into a few exceptions the HTTP layer maps to statuses: unreachable -> 503
+(Alertmanager retries), unknown incident -> 404, a refused decision -> 403/409.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal
+
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from config.settings import Settings
+from models.incident import (
+    AlertNotification,
+    Decision,
+    DecisionResult,
+    IncidentInput,
+    IncidentSettings,
+    IncidentState,
+)
+from triage.identity import incident_workflow_id
+from triage.labels import highest_severity, namespace_of, workload_of
+from triage.planning import lead_alert
+from triage.summary import one_line_summary
+from workflows.incident import (
+    ALREADY_DECIDED,
+    NO_PENDING_PLAN,
+    STALE_PLAN,
+    UNKNOWN_APPROVER,
+    IncidentWorkflow,
+)
+from workflows.search_attributes import initial_search_attributes
+
+# Alertmanager gives a webhook 10 s by default; answer well within it so a retry is its own decision.
+RPC_TIMEOUT = timedelta(seconds=5)
+_UNAVAILABLE = {
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.CANCELLED,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+class TemporalUnavailable(Exception):
+    """Temporal could not be reached or is overloaded; the caller should retry."""
+
+
+class IncidentNotFound(Exception):
+    pass
+
+
+class DecisionRefused(Exception):
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class Delivery:
+    workflow_id: str
+    action: Literal["started", "signalled", "ignored"]
+    reason: str | None = None
+
+    def as_json(self) -> dict[str, str]:
+        body = {"workflow_id": self.workflow_id, "action": self.action}
+        if self.reason:
+            body["reason"] = self.reason
+        return body
+
+
+@asynccontextmanager
+async def _temporal_errors() -> AsyncIterator[None]:
+    try:
+        yield
+    except RPCError as err:
+        if err.status in _UNAVAILABLE:
+            raise TemporalUnavailable(f"Temporal unavailable: {err.message}") from err
+        raise
+    except RuntimeError as err:
+        # A lazy client that cannot connect raises RuntimeError("Failed client connect: ...").
+        if "connect" in str(err).lower():
+            raise TemporalUnavailable(f"Temporal unreachable: {err}") from err
+        raise
+
+
+class IncidentGateway:
+    def __init__(
+        self, client: Client, settings: Settings, incident_settings: IncidentSettings | None = None
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._incident_settings = incident_settings or settings.incident_settings()
+
+    @property
+    def client(self) -> Client:
+        return self._client
+
+    async def deliver(self, notification: AlertNotification) -> Delivery:
+        """Open the group's incident or add the notification to the one already running."""
+        workflow_id = incident_workflow_id(notification.group_key)
+        if notification.status == "resolved":
+            return await self._deliver_resolved(workflow_id, notification)
+        preview = _preview_state(workflow_id, notification)
+        async with _temporal_errors():
+            handle = await self._client.start_workflow(
+                IncidentWorkflow.run,
+                IncidentInput(settings=self._incident_settings),
+                id=workflow_id,
+                task_queue=self._settings.temporal_task_queue,
+                start_signal="alerts",
+                start_signal_args=[notification],
+                # A running incident gets the signal; a closed one lets the same group open a new run.
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                search_attributes=initial_search_attributes(preview),
+                static_summary=one_line_summary(preview),
+                rpc_timeout=RPC_TIMEOUT,
+            )
+        # SignalWithStart answers whether it started a run; the SDK keeps that answer on the handle only.
+        response = getattr(handle, "_start_workflow_response", None)
+        started = bool(getattr(response, "started", False))
+        return Delivery(workflow_id, "started" if started else "signalled")
+
+    async def _deliver_resolved(self, workflow_id: str, notification: AlertNotification) -> Delivery:
+        handle = self._client.get_workflow_handle(workflow_id)
+        try:
+            async with _temporal_errors():
+                await handle.signal("alerts", notification, rpc_timeout=RPC_TIMEOUT)
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                # Nothing is open for this group (already closed, or never opened): nothing to resolve.
+                return Delivery(workflow_id, "ignored", "no open incident for this group")
+            raise
+        return Delivery(workflow_id, "signalled")
+
+    async def state(self, workflow_id: str) -> IncidentState:
+        handle = self._client.get_workflow_handle(workflow_id)
+        try:
+            async with _temporal_errors():
+                return await handle.query("state", result_type=IncidentState, rpc_timeout=RPC_TIMEOUT)
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise IncidentNotFound(workflow_id) from err
+            raise
+
+    async def list_incidents(self, *, open_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+        query = 'WorkflowType = "IncidentWorkflow"'
+        if open_only:
+            query += ' AND ExecutionStatus = "Running"'
+        incidents: list[dict[str, Any]] = []
+        async with _temporal_errors():
+            async for execution in self._client.list_workflows(query, limit=limit, rpc_timeout=RPC_TIMEOUT):
+                attributes = {key.name: value for key, value in execution.typed_search_attributes}
+                incidents.append(
+                    {
+                        "workflow_id": execution.id,
+                        "run_id": execution.run_id,
+                        "status": execution.status.name if execution.status else None,
+                        "start_time": execution.start_time.isoformat(),
+                        "close_time": execution.close_time.isoformat() if execution.close_time else None,
+                        "phase": attributes.get("IncidentPhase"),
+                        "severity": attributes.get("IncidentSeverity"),
+                        "alertname": attributes.get("AlertName"),
+                        "namespace": attributes.get("IncidentNamespace"),
+                        "service": attributes.get("IncidentService"),
+                        "category": attributes.get("RootCauseCategory"),
+                        "confidence": attributes.get("DiagnosisConfidence"),
+                    }
+                )
+        return incidents
+
+    async def decide(self, workflow_id: str, decision: Decision) -> DecisionResult:
+        handle = self._client.get_workflow_handle(workflow_id)
+        try:
+            async with _temporal_errors():
+                return await handle.execute_update(
+                    IncidentWorkflow.decide, decision, rpc_timeout=timedelta(seconds=30)
+                )
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type in (
+                NO_PENDING_PLAN,
+                STALE_PLAN,
+                UNKNOWN_APPROVER,
+                ALREADY_DECIDED,
+            ):
+                raise DecisionRefused(cause.type, cause.message) from err
+            raise
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise IncidentNotFound(workflow_id) from err
+            raise
+
+    async def ready(self) -> bool:
+        try:
+            async with _temporal_errors():
+                return await self._client.service_client.check_health(timeout=timedelta(seconds=2))
+        except (TemporalUnavailable, RPCError):
+            return False
+
+
+def _preview_state(workflow_id: str, notification: AlertNotification) -> IncidentState:
+    """What the notification alone says, so a new incident is findable in the UI before its first task."""
+    firing = [alert for alert in notification.alerts if alert.status == "firing"] or notification.alerts
+    lead = lead_alert(firing)
+    return IncidentState(
+        workflow_id=workflow_id,
+        severity=highest_severity(alert.labels for alert in firing),
+        alertname=lead.alertname,
+        namespace=namespace_of(lead.labels),
+        service=workload_of(lead.labels),
+        title=(lead.annotations.get("summary") or "").strip()[:200],
+    )

@@ -1,0 +1,319 @@
+"""The incident: what the IncidentWorkflow knows and what its ``state`` query returns."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class Phase(StrEnum):
+    received = "received"
+    triaging = "triaging"
+    investigating = "investigating"
+    diagnosing = "diagnosing"
+    awaiting_approval = "awaiting_approval"
+    remediating = "remediating"
+    verifying = "verifying"
+    resolved = "resolved"
+    escalated = "escalated"
+    closed = "closed"
+
+
+class Severity(StrEnum):
+    critical = "critical"
+    high = "high"
+    medium = "medium"
+    low = "low"
+
+
+class Category(StrEnum):
+    bad_deploy = "bad_deploy"
+    oom_kill = "oom_kill"
+    crash_loop = "crash_loop"
+    cpu_saturation = "cpu_saturation"
+    traffic_surge = "traffic_surge"
+    dependency_failure = "dependency_failure"
+    connection_pool_exhaustion = "connection_pool_exhaustion"
+    application_error = "application_error"
+    network_latency = "network_latency"
+    disk_pressure = "disk_pressure"
+    certificate_expiry = "certificate_expiry"
+    dns_failure = "dns_failure"
+    node_failure = "node_failure"
+    noise = "noise"
+    unknown = "unknown"
+
+
+class ActionType(StrEnum):
+    rollback = "rollback"
+    rollout_restart = "rollout_restart"
+    scale_up = "scale_up"
+    raise_memory_limit = "raise_memory_limit"
+    delete_pod = "delete_pod"
+    cordon_node = "cordon_node"
+    escalate = "escalate"
+    none = "none"
+
+    @property
+    def mutating(self) -> bool:
+        return self not in (ActionType.escalate, ActionType.none)
+
+
+Risk = Literal["low", "medium", "high"]
+
+
+class Alert(BaseModel):
+    """One alert of the incident's group, as last reported by Alertmanager."""
+
+    fingerprint: str
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str]
+    annotations: dict[str, str] = Field(default_factory=dict)
+    starts_at: datetime
+    ends_at: datetime | None = None
+    generator_url: str = ""
+
+    @property
+    def alertname(self) -> str:
+        return self.labels.get("alertname", "")
+
+
+class AlertNotification(BaseModel):
+    """One notification for one alert group: the payload of the ``alerts`` signal."""
+
+    source: str = "alertmanager"
+    group_key: str
+    status: Literal["firing", "resolved"]
+    receiver: str = ""
+    group_labels: dict[str, str] = Field(default_factory=dict)
+    common_labels: dict[str, str] = Field(default_factory=dict)
+    common_annotations: dict[str, str] = Field(default_factory=dict)
+    external_url: str = ""
+    truncated_alerts: int = 0
+    alerts: list[Alert]
+    received_at: datetime
+
+
+class TimelineEvent(BaseModel):
+    at: datetime
+    kind: str
+    message: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvidenceItem(BaseModel):
+    source: str
+    kind: str
+    summary: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvidenceGap(BaseModel):
+    source: str
+    reason: str
+
+
+class Evidence(BaseModel):
+    items: list[EvidenceItem] = Field(default_factory=list)
+    gaps: list[EvidenceGap] = Field(default_factory=list)
+
+
+class Workload(BaseModel):
+    namespace: str = ""
+    workload: str = ""
+
+
+class Hypothesis(BaseModel):
+    category: Category
+    confidence: float = Field(ge=0.0, le=1.0)
+    evidence: list[str] = Field(default_factory=list)
+    root_cause: Workload = Field(default_factory=Workload)
+
+
+class Diagnosis(BaseModel):
+    category: Category = Category.unknown
+    confidence: float = Field(default=0.0, ge=0.0, le=1.0)
+    root_cause: Workload = Field(default_factory=Workload)
+    summary: str = ""
+    hypotheses: list[Hypothesis] = Field(default_factory=list)
+    runbook: str | None = None
+
+
+class Action(BaseModel):
+    type: ActionType
+    namespace: str = ""
+    target: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+    risk: Risk = "low"
+    requires_approval: bool = True
+    reason: str = ""
+
+
+class Plan(BaseModel):
+    id: str
+    actions: list[Action]
+    rationale: str = ""
+
+    @property
+    def mutating(self) -> bool:
+        return any(action.type.mutating for action in self.actions)
+
+
+class Decision(BaseModel):
+    """A human's answer to the pending plan (the ``decide`` update's argument)."""
+
+    approve: bool
+    by: str = Field(min_length=1)
+    reason: str = ""
+    plan_id: str | None = None
+
+
+class DecisionRecord(Decision):
+    plan_id: str | None = None
+    at: datetime
+
+
+class DecisionResult(BaseModel):
+    accepted: bool
+    phase: Phase
+    plan_id: str
+    by: str
+
+
+class ActionRecord(BaseModel):
+    action: Action
+    plan_id: str
+    at: datetime
+    mode: Literal["dry_run", "applied", "skipped"]
+    result: str
+
+
+VerificationOutcome = Literal["recovered", "still_failing", "inconclusive"]
+
+
+class VerificationRecord(BaseModel):
+    at: datetime
+    method: str
+    outcome: VerificationOutcome
+    detail: str
+    expr: str | None = None
+
+
+class IncidentSettings(BaseModel):
+    """Per-incident knobs fixed when the incident starts, so that a replay never sees different values."""
+
+    approval_timeout_s: float = 15 * 60
+    verify_after_s: float = 5 * 60
+    resolve_wait_s: float = 24 * 3600
+    approvers: list[str] = Field(default_factory=list)
+    # Continue-as-new past this many history events (Temporal also suggests it on its own).
+    max_history_events: int = 10_000
+
+
+class IncidentState(BaseModel):
+    workflow_id: str = ""
+    group_key: str = ""
+    source: str = "alertmanager"
+    phase: Phase = Phase.received
+    severity: Severity = Severity.medium
+    alertname: str = ""
+    namespace: str = ""
+    service: str = ""
+    title: str = ""
+    alerts: dict[str, Alert] = Field(default_factory=dict)
+    notifications: int = 0
+    alert_expr: str | None = None
+    evidence: Evidence = Field(default_factory=Evidence)
+    diagnosis: Diagnosis = Field(default_factory=Diagnosis)
+    plan: Plan | None = None
+    decision: DecisionRecord | None = None
+    actions_taken: list[ActionRecord] = Field(default_factory=list)
+    verification: list[VerificationRecord] = Field(default_factory=list)
+    timeline: list[TimelineEvent] = Field(default_factory=list)
+    timeline_dropped: int = 0
+    opened_at: datetime | None = None
+    acknowledged_at: datetime | None = None
+    resolved_at: datetime | None = None
+    closed_at: datetime | None = None
+    outcome: str | None = None
+    # Absolute deadlines of the durable waits, kept in the state so continue-as-new resumes them exactly.
+    approval_deadline: datetime | None = None
+    verify_at: datetime | None = None
+    resolve_deadline: datetime | None = None
+    escalation_reason: str | None = None
+    runs: int = 1
+
+    @property
+    def firing_alerts(self) -> list[Alert]:
+        return [alert for alert in self.alerts.values() if alert.status == "firing"]
+
+    @property
+    def all_resolved(self) -> bool:
+        return bool(self.alerts) and not self.firing_alerts
+
+
+class IncidentInput(BaseModel):
+    """The workflow's argument: settings, and the state carried over by continue-as-new."""
+
+    settings: IncidentSettings = Field(default_factory=IncidentSettings)
+    state: IncidentState | None = None
+
+
+class TriageRequest(BaseModel):
+    alerts: list[Alert]
+
+
+class TriageResult(BaseModel):
+    severity: Severity
+    alertname: str
+    namespace: str
+    service: str
+    title: str
+    alert_expr: str | None = None
+    runbook_id: str | None = None
+    runbook_title: str | None = None
+
+
+class DiagnoseRequest(BaseModel):
+    alerts: list[Alert]
+    triage: TriageResult
+    evidence: Evidence
+
+
+class DiagnoseResult(BaseModel):
+    diagnosis: Diagnosis
+    actions: list[Action]
+    rationale: str = ""
+
+
+class PromQueryRequest(BaseModel):
+    expr: str
+    # Only series that belong to these alerts count (the alert expression covers every namespace).
+    alert_labels: list[dict[str, str]] = Field(default_factory=list)
+
+
+class PromSeries(BaseModel):
+    labels: dict[str, str]
+    value: float
+
+
+class PromQueryResult(BaseModel):
+    expr: str
+    evaluated_at: datetime
+    series: list[PromSeries]
+    total_series: int
+
+
+class Notification(BaseModel):
+    """A message for the humans on call (console when Slack is not configured)."""
+
+    workflow_id: str
+    event: str
+    phase: Phase
+    severity: Severity
+    title: str
+    text: str
+    plan: Plan | None = None

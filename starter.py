@@ -1,0 +1,89 @@
+"""The front door and the operators' CLI.
+
+    python starter.py serve                                   # HTTP front door on HTTP_HOST:HTTP_PORT
+    python starter.py approve incident-0123abcd... --by alice [--reason "..."] [--plan-id plan-...]
+    python starter.py reject  incident-0123abcd... --by alice [--reason "..."]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+
+import structlog
+from aiohttp import web
+
+from config.logging import configure_logging
+from config.settings import Settings, get_settings
+from config.temporal import connect
+from frontdoor.app import create_app
+from frontdoor.gateway import DecisionRefused, IncidentGateway, IncidentNotFound, TemporalUnavailable
+from models.incident import Decision
+
+log = structlog.get_logger("starter")
+
+
+async def serve(settings: Settings) -> None:
+    # Lazy: the front door comes up even while Temporal is down, and answers 503 until it is back.
+    client = await connect(settings, lazy=True)
+    app = create_app(IncidentGateway(client, settings), settings)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.http_host, settings.http_port)
+    await site.start()
+    log.info("frontdoor_started", host=settings.http_host, port=settings.http_port, temporal=settings.temporal_address)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("frontdoor_stopping")
+    await runner.cleanup()
+
+
+async def decide(settings: Settings, workflow_id: str, decision: Decision) -> int:
+    gateway = IncidentGateway(await connect(settings, lazy=True), settings)
+    try:
+        result = await gateway.decide(workflow_id, decision)
+    except IncidentNotFound:
+        print(f"error: no running incident {workflow_id}", file=sys.stderr)
+        return 1
+    except DecisionRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except TemporalUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.model_dump(mode="json")))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="starter.py", description="Incident agent front door and operator CLI")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the HTTP front door")
+    for verb in ("approve", "reject"):
+        sub = commands.add_parser(verb, help=f"{verb} the pending plan of an incident")
+        sub.add_argument("workflow_id")
+        sub.add_argument("--by", required=True, help="who decides (checked against APPROVERS)")
+        sub.add_argument("--reason", default="")
+        sub.add_argument("--plan-id", default=None, help="refuse if the pending plan is not this one")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    if args.command == "serve":
+        asyncio.run(serve(settings))
+        return 0
+    decision = Decision(approve=args.command == "approve", by=args.by, reason=args.reason, plan_id=args.plan_id)
+    return asyncio.run(decide(settings, args.workflow_id, decision))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

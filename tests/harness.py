@@ -1,0 +1,156 @@
+"""Helpers for workflow tests: notifications, stand-in activities (replaced by name), waiting on phases."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from temporalio import activity
+from temporalio.client import Client, WorkflowHandle
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
+
+from activities.triage import TriageActivities
+from models.incident import (
+    Alert,
+    AlertNotification,
+    IncidentState,
+    Notification,
+    Phase,
+    PromQueryRequest,
+    PromQueryResult,
+    PromSeries,
+)
+from triage.runbooks import load_runbooks
+from workflows.incident import IncidentWorkflow
+
+RUNBOOKS = load_runbooks(Path(__file__).resolve().parent.parent / "runbooks")
+EXPR = 'sum by (namespace, service) (rate(http_requests_total{code=~"5.."}[5m])) > 0.05'
+GENERATOR_URL = (
+    "http://prometheus:9090/graph?g0.expr=sum+by+%28namespace%2C+service%29+%28rate%28http_requests_total"
+    "%7Bcode%3D~%225..%22%7D%5B5m%5D%29%29+%3E+0.05&g0.tab=1"
+)
+GROUP_KEY = '{}/{severity=~"critical|warning"}:{alertname="HighErrorRate", namespace="food"}'
+
+
+def alert(
+    fingerprint: str = "f88fef4435c3dcd9",
+    status: str = "firing",
+    *,
+    alertname: str = "HighErrorRate",
+    severity: str = "critical",
+    service: str = "search",
+    starts_at: datetime = datetime(2026, 1, 1, 12, 0, tzinfo=UTC),
+    ends_at: datetime | None = None,
+) -> Alert:
+    return Alert(
+        fingerprint=fingerprint,
+        status=status,  # type: ignore[arg-type]
+        labels={"alertname": alertname, "namespace": "food", "service": service, "severity": severity},
+        annotations={"summary": f"High 5xx error rate on {service}"},
+        starts_at=starts_at,
+        ends_at=ends_at,
+        generator_url=GENERATOR_URL,
+    )
+
+
+def notification(*alerts: Alert, status: str | None = None, group_key: str = GROUP_KEY) -> AlertNotification:
+    alerts = alerts or (alert(),)
+    overall = status or ("firing" if any(a.status == "firing" for a in alerts) else "resolved")
+    return AlertNotification(
+        group_key=group_key,
+        status=overall,  # type: ignore[arg-type]
+        alerts=list(alerts),
+        received_at=datetime.now(UTC),
+    )
+
+
+def resolved(notification_: AlertNotification) -> AlertNotification:
+    return notification_.model_copy(
+        update={
+            "status": "resolved",
+            "alerts": [
+                a.model_copy(update={"status": "resolved", "ends_at": datetime(2026, 1, 1, 12, 30, tzinfo=UTC)})
+                for a in notification_.alerts
+            ],
+        }
+    )
+
+
+class FakePrometheus:
+    """Stands in for ``query_alert_expression``; tests set what the expression returns now."""
+
+    def __init__(self) -> None:
+        self.series: list[PromSeries] = [PromSeries(labels={"namespace": "food", "service": "search"}, value=0.35)]
+        self.error: ApplicationError | None = None
+        self.calls: list[PromQueryRequest] = []
+
+    @activity.defn(name="query_alert_expression")
+    async def query_alert_expression(self, request: PromQueryRequest) -> PromQueryResult:
+        self.calls.append(request)
+        if self.error is not None:
+            raise self.error
+        return PromQueryResult(
+            expr=request.expr, evaluated_at=datetime.now(UTC), series=list(self.series), total_series=len(self.series)
+        )
+
+
+class RecordingNotifier:
+    def __init__(self) -> None:
+        self.sent: list[Notification] = []
+
+    @activity.defn(name="notify")
+    async def notify(self, notification: Notification) -> None:
+        self.sent.append(notification)
+
+    @property
+    def events(self) -> list[str]:
+        return [n.event for n in self.sent]
+
+
+def incident_worker(
+    client: Client, task_queue: str, prometheus: FakePrometheus, notifier: RecordingNotifier
+) -> Worker:
+    triage = TriageActivities(RUNBOOKS)
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[IncidentWorkflow],
+        activities=[
+            triage.triage_alerts,
+            triage.diagnose_incident,
+            prometheus.query_alert_expression,
+            notifier.notify,
+        ],
+    )
+
+
+async def state_of(handle: WorkflowHandle) -> IncidentState:
+    return await handle.query("state", result_type=IncidentState)
+
+
+async def wait_for(
+    handle: WorkflowHandle, predicate: Callable[[IncidentState], bool], timeout_s: float = 15.0
+) -> IncidentState:
+    """Poll the ``state`` query (real time; the time-skipping server does not skip while we poll)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    last: IncidentState | None = None
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            last = await state_of(handle)
+        except Exception:  # noqa: BLE001 - the first workflow task may not have run yet
+            last = None
+        if last is not None and predicate(last):
+            return last
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"condition not reached; last state phase={last.phase if last else None}")
+
+
+async def wait_for_phase(handle: WorkflowHandle, phase: Phase, timeout_s: float = 15.0) -> IncidentState:
+    return await wait_for(handle, lambda s: s.phase == phase, timeout_s)
+
+
+def phases(state: IncidentState) -> list[str]:
+    return [event.data["to"] for event in state.timeline if event.kind == "phase"]

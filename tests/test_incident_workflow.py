@@ -1,0 +1,263 @@
+"""IncidentWorkflow on the time-skipping server: every branch of the lifecycle, with durable timers skipped."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+
+from config.settings import Settings
+from frontdoor.gateway import IncidentGateway
+from models.incident import Decision, IncidentSettings, IncidentState, Phase, PromSeries
+from tests.harness import (
+    FakePrometheus,
+    RecordingNotifier,
+    alert,
+    incident_worker,
+    notification,
+    phases,
+    resolved,
+    state_of,
+    wait_for,
+    wait_for_phase,
+)
+from triage.identity import incident_workflow_id
+from workflows.incident import IncidentWorkflow
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+@dataclass
+class Rig:
+    env: WorkflowEnvironment
+    gateway: IncidentGateway
+    prometheus: FakePrometheus
+    notifier: RecordingNotifier
+    task_queue: str
+
+    @property
+    def group_key(self) -> str:
+        # One server serves every test: each test's incident has a group (and so a workflow id) of its own.
+        return f'{{}}:{{alertname="HighErrorRate", test="{self.task_queue}"}}'
+
+    def notification(self, *alerts):
+        return notification(*alerts, group_key=self.group_key)
+
+    def handle(self, workflow_id: str) -> WorkflowHandle:
+        return self.env.client.get_workflow_handle_for(IncidentWorkflow.run, workflow_id)
+
+
+def make_rig_factory(env: WorkflowEnvironment, task_queue: str):
+    async def make(**overrides: object) -> AsyncIterator[Rig]:
+        settings = Settings(_env_file=None, temporal_task_queue=task_queue)  # type: ignore[call-arg]
+        incident_settings = IncidentSettings(**{"approval_timeout_s": 900, "verify_after_s": 300, **overrides})
+        prometheus, notifier = FakePrometheus(), RecordingNotifier()
+        async with incident_worker(env.client, task_queue, prometheus, notifier):
+            yield Rig(env, IncidentGateway(env.client, settings, incident_settings), prometheus, notifier, task_queue)
+
+    return make
+
+
+@pytest_asyncio.fixture
+async def rig(time_skipping_env: WorkflowEnvironment, task_queue: str, request: pytest.FixtureRequest):
+    overrides = getattr(request, "param", {})
+    async for value in make_rig_factory(time_skipping_env, task_queue)(**overrides):
+        yield value
+
+
+async def capture(handle: WorkflowHandle, name: str) -> None:
+    """With CAPTURE_HISTORIES=1, keep this run's history for the replay test (tests/histories/)."""
+    if os.environ.get("CAPTURE_HISTORIES") == "1":
+        history = await handle.fetch_history()
+        (HISTORIES / f"{name}.json").write_text(history.to_json())
+
+
+async def finish(rig: Rig, handle: WorkflowHandle, skip_s: float) -> IncidentState:
+    """Let ``skip_s`` seconds of durable time pass, then take the workflow's result."""
+    await rig.env.sleep(skip_s)
+    return await handle.result()
+
+
+async def open_incident(rig: Rig, *alerts) -> tuple[WorkflowHandle, IncidentState]:
+    delivery = await rig.gateway.deliver(rig.notification(*alerts))
+    # (Whether SignalWithStart started a run is asserted on the dev server: this server does not say.)
+    handle = rig.handle(delivery.workflow_id)
+    return handle, await wait_for_phase(handle, Phase.awaiting_approval)
+
+
+async def test_approve_path_verifies_recovery_and_closes(rig: Rig) -> None:
+    handle, waiting = await open_incident(rig)
+    assert waiting.severity == "critical"
+    assert waiting.diagnosis.category == "bad_deploy"
+    assert waiting.plan is not None and waiting.plan.actions[0].type == "rollback"
+    assert (waiting.plan.actions[0].namespace, waiting.plan.actions[0].target) == ("food", "search")
+    assert rig.notifier.events == ["approval_requested"]
+    # The investigation saw the incident's own series through the alert's expression.
+    assert waiting.evidence.items[0].kind == "alert_expression"
+    assert rig.prometheus.calls[0].expr.startswith("sum by (namespace, service)")
+
+    rig.prometheus.series = []  # by verification time the expression no longer returns our series
+    result = await handle.execute_update(
+        IncidentWorkflow.decide, Decision(approve=True, by="alice", plan_id=waiting.plan.id)
+    )
+    assert result.accepted and result.by == "alice"
+    assert (await state_of(handle)).phase == Phase.verifying
+    final = await finish(rig, handle, 301)
+
+    assert final.phase == Phase.closed
+    assert final.outcome == "resolved"
+    assert phases(final) == [
+        "triaging", "investigating", "diagnosing", "awaiting_approval", "remediating", "verifying", "resolved",
+        "closed",
+    ]
+    assert [record.mode for record in final.actions_taken] == ["skipped"]
+    assert final.verification[-1].outcome == "recovered" and final.verification[-1].method == "prometheus"
+    assert final.decision is not None and final.decision.by == "alice" and final.acknowledged_at is not None
+    # Verification waited the durable 5 minutes after the action.
+    verify_event = next(e for e in final.timeline if e.kind == "verification")
+    action_event = next(e for e in final.timeline if e.kind == "action")
+    assert (verify_event.at - action_event.at).total_seconds() >= 300
+    assert rig.notifier.events == ["approval_requested", "resolved"]
+    await capture(handle, "approve_resolved")
+
+
+async def test_reject_escalates_and_a_later_resolution_closes(rig: Rig) -> None:
+    handle, waiting = await open_incident(rig)
+    await handle.execute_update(IncidentWorkflow.decide, Decision(approve=False, by="bob", reason="not the deploy"))
+    escalated = await wait_for_phase(handle, Phase.escalated)
+    assert escalated.escalation_reason == f"plan {waiting.plan.id} rejected by bob: not the deploy"
+    assert escalated.actions_taken == []
+    await wait_for(handle, lambda s: any(e.kind == "notified" and e.message == "escalated" for e in s.timeline))
+
+    await rig.gateway.deliver(resolved(rig.notification()))
+    final = await finish(rig, handle, 1)
+    assert final.outcome == "resolved after escalation"
+    assert rig.notifier.events == ["approval_requested", "escalated", "resolved"]
+    await capture(handle, "reject_escalated_resolved")
+
+
+async def test_no_decision_within_the_approval_timeout_escalates(rig: Rig) -> None:
+    handle, _ = await open_incident(rig)
+    await rig.env.sleep(899)
+    assert (await state_of(handle)).phase == Phase.awaiting_approval
+    await rig.env.sleep(2)
+    escalated = await wait_for_phase(handle, Phase.escalated)
+    assert escalated.escalation_reason == "no decision within 900s"
+    # Escalated incidents wait (durably) for the alert to resolve, then close even if it never does.
+    final = await finish(rig, handle, 86401)
+    assert final.outcome == "escalated; not resolved within 86400s"
+    assert final.resolved_at is None
+    await capture(handle, "approval_timeout")
+
+
+async def test_resolution_before_approval_closes_without_acting(rig: Rig) -> None:
+    handle, _ = await open_incident(rig)
+    delivery = await rig.gateway.deliver(resolved(rig.notification()))
+    assert delivery.action == "signalled"  # a resolved notification is a plain signal to the open incident
+    final = await finish(rig, handle, 1)
+    assert final.outcome == "resolved"
+    assert final.actions_taken == [] and final.decision is None
+    assert "remediating" not in phases(final)
+    await capture(handle, "resolved_before_approval")
+
+
+async def test_failed_verification_escalates(rig: Rig) -> None:
+    handle, waiting = await open_incident(rig)
+    rig.prometheus.series = [PromSeries(labels={"namespace": "food", "service": "search"}, value=0.4)]
+    await handle.execute_update(IncidentWorkflow.decide, Decision(approve=True, by="alice"))
+    await rig.env.sleep(301)
+    escalated = await wait_for_phase(handle, Phase.escalated)
+    assert escalated.verification[-1].outcome == "still_failing"
+    assert escalated.escalation_reason == "the alert condition still holds after remediation"
+    await capture(handle, "verification_failed")
+
+
+async def test_unavailable_prometheus_is_a_gap_and_verification_is_inconclusive(rig: Rig) -> None:
+    rig.prometheus.error = ApplicationError("Prometheus rejected the query: parse error", type="BadQuery",
+                                             non_retryable=True)
+    handle, waiting = await open_incident(rig)
+    assert [(g.source, g.reason) for g in waiting.evidence.gaps] == [
+        ("prometheus", "Prometheus rejected the query: parse error")
+    ]
+    await handle.execute_update(IncidentWorkflow.decide, Decision(approve=True, by="alice"))
+    await rig.env.sleep(301)
+    escalated = await wait_for_phase(handle, Phase.escalated)
+    assert escalated.verification[-1].outcome == "inconclusive"
+    assert "parse error" in (escalated.escalation_reason or "")
+    assert len(escalated.evidence.gaps) == 1  # verification does not add evidence
+
+
+async def test_duplicate_notifications_make_one_incident(rig: Rig) -> None:
+    first = await rig.gateway.deliver(rig.notification())
+    again = [await rig.gateway.deliver(rig.notification()) for _ in range(3)]
+    assert {d.workflow_id for d in again} == {first.workflow_id}
+    assert first.workflow_id == incident_workflow_id(rig.group_key)
+    state = await wait_for(rig.handle(first.workflow_id), lambda s: s.notifications == 4)
+    assert len(state.alerts) == 1
+    assert [e.kind for e in state.timeline].count("alerts_firing") == 1
+
+    # A new alert joining the group is recorded and raises nothing else.
+    joined = await rig.gateway.deliver(rig.notification(alert(), alert("0000000000000002", service="cart")))
+    state = await wait_for(rig.handle(first.workflow_id), lambda s: len(s.alerts) == 2)
+    assert [e.kind for e in state.timeline].count("alerts_firing") == 2
+
+
+@pytest.mark.parametrize("rig", [{"approvers": ["alice"]}], indirect=True)
+async def test_decide_validator_rejects_stale_plans_unknown_approvers_and_late_decisions(rig: Rig) -> None:
+    handle, waiting = await open_incident(rig)
+
+    async def refused(decision: Decision) -> ApplicationError:
+        with pytest.raises(WorkflowUpdateFailedError) as info:
+            await handle.execute_update(IncidentWorkflow.decide, decision)
+        assert isinstance(info.value.cause, ApplicationError)
+        return info.value.cause
+
+    stale = await refused(Decision(approve=True, by="alice", plan_id="plan-000000000000"))
+    assert stale.type == "StalePlan" and waiting.plan.id in stale.message
+    stranger = await refused(Decision(approve=True, by="mallory"))
+    assert stranger.type == "UnknownApprover"
+    # Rejected updates leave no trace in the incident: still waiting, no decision.
+    state = await state_of(handle)
+    assert state.phase == Phase.awaiting_approval and state.decision is None
+
+    await handle.execute_update(IncidentWorkflow.decide, Decision(approve=False, by="alice"))
+    late = await refused(Decision(approve=True, by="alice"))
+    assert late.type == "NoPendingPlan"
+    await capture(handle, "validator_rejections")
+
+
+@pytest.mark.parametrize("rig", [{"max_history_events": 60}], indirect=True)
+async def test_continue_as_new_keeps_the_state(rig: Rig) -> None:
+    handle, waiting = await open_incident(rig)
+    first_run = (await handle.describe()).run_id
+    # Each new alert is a signal and a workflow task: enough of them push the history past the limit.
+    for index in range(40):
+        await rig.gateway.deliver(rig.notification(alert(f"{index:016x}", service=f"svc{index}")))
+    state = await wait_for(handle, lambda s: s.runs > 1 and len(s.alerts) == 41, timeout_s=30)
+    assert (await handle.describe()).run_id != first_run
+    assert state.phase == Phase.awaiting_approval
+    assert state.plan is not None and state.plan.id == waiting.plan.id
+    assert state.approval_deadline == waiting.approval_deadline
+    assert any(e.kind == "continued_as_new" for e in state.timeline)
+    # The carried-over incident still takes its decision and finishes.
+    rig.prometheus.series = []
+    await handle.execute_update(IncidentWorkflow.decide, Decision(approve=True, by="alice", plan_id=waiting.plan.id))
+    final = await finish(rig, handle, 301)
+    assert final.outcome == "resolved" and final.workflow_id == waiting.workflow_id
+    assert final.timeline[0].kind == "opened"
+
+
+async def test_alert_without_runbook_escalates_with_unknown_diagnosis(rig: Rig) -> None:
+    delivery = await rig.gateway.deliver(rig.notification(alert(alertname="SomethingOdd")))
+    handle = rig.handle(delivery.workflow_id)
+    state = await wait_for_phase(handle, Phase.escalated)
+    assert state.diagnosis.category == "unknown" and state.diagnosis.confidence == 0.0
+    assert state.plan is not None and [a.type for a in state.plan.actions] == ["escalate"]
+    assert state.escalation_reason and "No runbook" in state.escalation_reason

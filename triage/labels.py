@@ -1,0 +1,65 @@
+"""What an alert's labels say about where it is: severity, namespace, workload."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+from models.incident import Severity
+
+_SEVERITY_WORDS: dict[str, Severity] = {}
+for _severity, _words in {
+    Severity.critical: ("critical", "crit", "fatal", "emergency", "emerg", "alert", "disaster", "p1", "sev1"),
+    Severity.high: ("high", "error", "err", "major", "severe", "page", "p2", "sev2"),
+    Severity.medium: ("warning", "warn", "medium", "moderate", "average", "p3", "sev3"),
+    Severity.low: ("info", "informational", "low", "minor", "notice", "none", "debug", "p4", "p5", "sev4"),
+}.items():
+    for _word in _words:
+        _SEVERITY_WORDS[_word] = _severity
+
+_RANK = {Severity.low: 0, Severity.medium: 1, Severity.high: 2, Severity.critical: 3}
+
+# An unknown or missing severity label is treated as medium: worth a look, never silently dropped.
+DEFAULT_SEVERITY = Severity.medium
+
+
+def severity_of(labels: Mapping[str, str]) -> Severity:
+    raw = labels.get("severity", labels.get("priority", "")).strip().lower()
+    return _SEVERITY_WORDS.get(raw, DEFAULT_SEVERITY)
+
+
+def highest_severity(label_sets: Iterable[Mapping[str, str]]) -> Severity:
+    severities = [severity_of(labels) for labels in label_sets]
+    return max(severities, key=_RANK.__getitem__, default=DEFAULT_SEVERITY)
+
+
+_NAMESPACE_KEYS = ("namespace", "exported_namespace", "kubernetes_namespace", "k8s_namespace_name")
+# Pods of a Deployment are named <deployment>-<replicaset hash>-<5 char suffix>.
+_DEPLOYMENT_POD = re.compile(r"^(?P<workload>[a-z0-9]([-a-z0-9]*[a-z0-9])?)-[a-z0-9]{5,10}-[a-z0-9]{5}$")
+_STATEFUL_POD = re.compile(r"^(?P<workload>[a-z0-9]([-a-z0-9]*[a-z0-9])?)-\d+$")
+
+
+def namespace_of(labels: Mapping[str, str]) -> str:
+    for key in _NAMESPACE_KEYS:
+        if labels.get(key):
+            return labels[key]
+    return ""
+
+
+def pod_of(labels: Mapping[str, str]) -> str:
+    return labels.get("pod") or labels.get("kubernetes_pod_name") or labels.get("pod_name") or ""
+
+
+def workload_of(labels: Mapping[str, str]) -> str:
+    """The Deployment (or other workload) an alert points at, from the labels real rules carry."""
+    for key in ("deployment", "statefulset", "daemonset", "workload"):
+        if labels.get(key):
+            return labels[key]
+    pod = pod_of(labels)
+    if pod:
+        match = _DEPLOYMENT_POD.match(pod) or _STATEFUL_POD.match(pod)
+        return match.group("workload") if match else pod
+    for key in ("service", "app", "app_kubernetes_io_name", "container", "job"):
+        if labels.get(key):
+            return labels[key]
+    return ""

@@ -1,0 +1,149 @@
+"""Triage, a runbook-only diagnosis, and the typed actions that address it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from models.incident import (
+    Action,
+    ActionType,
+    Alert,
+    Category,
+    Diagnosis,
+    DiagnoseResult,
+    Evidence,
+    Hypothesis,
+    TriageResult,
+    Workload,
+)
+from triage.labels import highest_severity, namespace_of, pod_of, workload_of
+from triage.promql import expr_from_generator_url
+from triage.runbooks import Runbook, RunbookAction, find_runbook
+
+
+def triage(alerts: Sequence[Alert], runbooks: Sequence[Runbook]) -> TriageResult:
+    """Severity, place and runbook of an incident, from the alerts that are firing (or all, once resolved)."""
+    considered = [alert for alert in alerts if alert.status == "firing"] or list(alerts)
+    if not considered:
+        raise ValueError("an incident needs at least one alert to triage")
+    lead = lead_alert(considered)
+    runbook = find_runbook(runbooks, lead.alertname, lead.labels)
+    title = lead.annotations.get("summary") or lead.annotations.get("description") or lead.alertname
+    return TriageResult(
+        severity=highest_severity(alert.labels for alert in considered),
+        alertname=lead.alertname,
+        namespace=namespace_of(lead.labels),
+        service=workload_of(lead.labels),
+        title=title.strip().splitlines()[0][:200] if title.strip() else lead.alertname,
+        alert_expr=next(
+            (expr for alert in considered if (expr := expr_from_generator_url(alert.generator_url))), None
+        ),
+        runbook_id=runbook.id if runbook else None,
+        runbook_title=runbook.title if runbook else None,
+    )
+
+
+def lead_alert(alerts: Sequence[Alert]) -> Alert:
+    """The alert that names the incident: the most severe, then the earliest."""
+    rank = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+    return min(
+        alerts,
+        key=lambda alert: (rank[highest_severity([alert.labels]).value], alert.starts_at, alert.fingerprint),
+    )
+
+
+def diagnose(
+    alerts: Sequence[Alert], result: TriageResult, evidence: Evidence, runbooks: Sequence[Runbook]
+) -> DiagnoseResult:
+    """Rank the runbook's hypotheses by their priors and propose the actions that address the best one.
+
+    Without evidence scoring (a later stage) a prior is all we have, so confidence stays at the prior and
+    every mutating action waits for a human.
+    """
+    runbook = next((runbook for runbook in runbooks if runbook.id == result.runbook_id), None)
+    place = Workload(namespace=result.namespace, workload=result.service)
+    if runbook is None:
+        return DiagnoseResult(
+            diagnosis=Diagnosis(
+                category=Category.unknown,
+                confidence=0.0,
+                root_cause=place,
+                summary=f"No runbook covers {result.alertname or 'this alert'}; a person must diagnose it.",
+            ),
+            actions=[Action(type=ActionType.escalate, reason="no runbook for this alert", risk="low")],
+            rationale="no runbook matched",
+        )
+    cited = [f"runbook {runbook.id} matches alertname {result.alertname}"]
+    cited += [f"{item.source}: {item.summary}" for item in evidence.items]
+    hypotheses = sorted(
+        (
+            Hypothesis(category=h.category, confidence=h.prior, evidence=list(cited), root_cause=place)
+            for h in runbook.hypotheses
+        ),
+        key=lambda hypothesis: hypothesis.confidence,
+        reverse=True,
+    )
+    best = hypotheses[0]
+    best_summary = next(h.summary for h in runbook.hypotheses if h.category == best.category)
+    lead_labels = next((alert.labels for alert in alerts if alert.status == "firing"), alerts[0].labels)
+    actions = _actions_for(best.category, runbook.actions, lead_labels)
+    return DiagnoseResult(
+        diagnosis=Diagnosis(
+            category=best.category,
+            confidence=best.confidence,
+            root_cause=place,
+            summary=best_summary,
+            hypotheses=hypotheses,
+            runbook=runbook.id,
+        ),
+        actions=actions,
+        rationale=f"runbook {runbook.id}: most likely {best.category.value} (prior {best.confidence:.2f})",
+    )
+
+
+def _actions_for(
+    category: Category, candidates: Sequence[RunbookAction], labels: dict[str, str]
+) -> list[Action]:
+    actions: list[Action] = []
+    for candidate in candidates:
+        if category not in candidate.addresses:
+            continue
+        namespace, target = namespace_of(labels), _target_of(candidate, labels)
+        if candidate.type.mutating and not (namespace and target):
+            # A mutation we cannot aim precisely is no mutation at all: hand it to a person.
+            actions.append(
+                Action(
+                    type=ActionType.escalate,
+                    risk="low",
+                    requires_approval=False,
+                    reason=f"{candidate.type.value} needs a namespace and a target the alert does not name",
+                )
+            )
+            continue
+        actions.append(
+            Action(
+                type=candidate.type,
+                namespace=namespace if candidate.type.mutating else "",
+                target=target if candidate.type.mutating else "",
+                params=dict(candidate.params),
+                risk=candidate.risk,
+                requires_approval=candidate.type.mutating,
+                reason=candidate.reason,
+            )
+        )
+    unique: list[Action] = []
+    for action in actions:
+        if action not in unique:
+            unique.append(action)
+    return unique or [Action(type=ActionType.escalate, risk="low", requires_approval=False,
+                             reason="the runbook has no action for this cause")]
+
+
+def _target_of(candidate: RunbookAction, labels: dict[str, str]) -> str:
+    if candidate.target == "workload":
+        return workload_of(labels)
+    if candidate.target == "pod":
+        return pod_of(labels)
+    if candidate.target == "node":
+        return labels.get("node") or labels.get("kubernetes_node") or ""
+    return ""

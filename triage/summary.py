@@ -1,0 +1,51 @@
+"""What a person sees first in the Temporal UI: a one-line summary and a Markdown status."""
+
+from __future__ import annotations
+
+from models.incident import IncidentState, Phase
+
+
+def one_line_summary(state: IncidentState) -> str:
+    place = "/".join(part for part in (state.namespace, state.service) if part)
+    head = f"[{state.severity.value}] {state.alertname or 'alert'}"
+    if place:
+        head += f" {place}"
+    return f"{head}: {state.title}" if state.title else head
+
+
+def details_markdown(state: IncidentState) -> str:
+    firing = len(state.firing_alerts)
+    lines = [
+        f"**{one_line_summary(state)}**",
+        "",
+        f"- phase: `{state.phase.value}`"
+        + (f" (outcome: {state.outcome})" if state.outcome else ""),
+        f"- alerts: {firing} firing, {len(state.alerts) - firing} resolved, "
+        f"{state.notifications} notification(s)",
+    ]
+    diagnosis = state.diagnosis
+    if state.phase not in (Phase.received, Phase.triaging, Phase.investigating):
+        lines.append(
+            f"- diagnosis: `{diagnosis.category.value}` at {diagnosis.confidence:.0%}"
+            + (f" (runbook `{diagnosis.runbook}`)" if diagnosis.runbook else "")
+            + (f": {diagnosis.summary}" if diagnosis.summary else "")
+        )
+    if state.plan is not None:
+        actions = ", ".join(
+            f"{action.type.value} {action.namespace}/{action.target}".rstrip("/ ")
+            for action in state.plan.actions
+        )
+        lines.append(f"- plan `{state.plan.id}`: {actions}")
+    if state.phase == Phase.awaiting_approval and state.approval_deadline is not None:
+        lines.append(f"- awaiting approval until {state.approval_deadline:%Y-%m-%d %H:%M:%S}Z")
+    if state.decision is not None:
+        verdict = "approved" if state.decision.approve else "rejected"
+        lines.append(f"- {verdict} by {state.decision.by}" + (f": {state.decision.reason}" if state.decision.reason else ""))
+    for gap in state.evidence.gaps:
+        lines.append(f"- could not see {gap.source}: {gap.reason}")
+    if state.verification:
+        last = state.verification[-1]
+        lines.append(f"- verification: {last.outcome} ({last.detail})")
+    if state.escalation_reason:
+        lines.append(f"- escalated: {state.escalation_reason}")
+    return "\n".join(lines)

@@ -1,0 +1,72 @@
+"""Temporal worker: IncidentWorkflow and every activity. ``python worker.py``"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from datetime import timedelta
+
+import aiohttp
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.logging_context import IncidentLogContext
+from activities.notify import ConsoleNotifier
+from activities.prometheus import PrometheusActivities
+from activities.triage import TriageActivities
+from config.logging import configure_logging
+from config.settings import Settings, get_settings
+from config.temporal import connect_with_retry
+from triage.runbooks import load_runbooks
+from workflows.incident import IncidentWorkflow
+
+log = structlog.get_logger("worker")
+
+
+def build_worker(client: Client, settings: Settings, session: aiohttp.ClientSession) -> Worker:
+    """The worker with every workflow and activity; tests build it against their own servers."""
+    runbooks = load_runbooks(settings.runbooks_dir)
+    prometheus = PrometheusActivities(settings.prometheus_url, session)
+    triage = TriageActivities(runbooks)
+    notifier = ConsoleNotifier()
+    return Worker(
+        client,
+        task_queue=settings.temporal_task_queue,
+        workflows=[IncidentWorkflow],
+        activities=[
+            triage.triage_alerts,
+            triage.diagnose_incident,
+            prometheus.query_alert_expression,
+            notifier.notify,
+        ],
+        interceptors=[IncidentLogContext()],
+        graceful_shutdown_timeout=timedelta(seconds=10),
+    )
+
+
+async def main() -> None:
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    load_runbooks(settings.runbooks_dir)  # fail fast, naming the bad file, before connecting anywhere
+    client = await connect_with_retry(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with aiohttp.ClientSession() as session:
+        worker = build_worker(client, settings, session)
+        async with worker:
+            log.info(
+                "worker_started",
+                task_queue=settings.temporal_task_queue,
+                temporal=settings.temporal_address,
+                prometheus=settings.prometheus_url or "not configured",
+            )
+            await stop.wait()
+            log.info("worker_stopping")
+    log.info("worker_stopped")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,473 @@
+"""IncidentWorkflow: one durable incident per Alertmanager group.
+
+The run loop is a state machine over ``state.phase``. Every wait has its deadline stored in the state, so a
+continue-as-new (or a crash and replay) resumes exactly where the incident was:
+
+    received -> triaging -> investigating -> diagnosing -> awaiting_approval | remediating -> verifying
+             -> resolved | escalated -> closed
+
+Workflow code here is deterministic: time comes from ``workflow.now()``, ids from ``workflow.uuid4()``, and the
+world is touched only through activities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.errors import BAD_QUERY, SOURCE_NOT_CONFIGURED
+    from activities.notify import ConsoleNotifier
+    from activities.prometheus import PrometheusActivities
+    from activities.triage import TriageActivities
+    from models.incident import (
+        ActionRecord,
+        AlertNotification,
+        Decision,
+        DecisionRecord,
+        DecisionResult,
+        DiagnoseRequest,
+        EvidenceGap,
+        EvidenceItem,
+        IncidentInput,
+        IncidentSettings,
+        IncidentState,
+        Notification,
+        Phase,
+        Plan,
+        PromQueryRequest,
+        PromQueryResult,
+        TimelineEvent,
+        TriageRequest,
+        TriageResult,
+        VerificationOutcome,
+        VerificationRecord,
+    )
+    from triage.alerts import merge_notification
+    from triage.labels import highest_severity
+    from triage.summary import details_markdown, one_line_summary
+    from workflows.search_attributes import search_attribute_updates
+
+# Error types a decide update can be rejected with; the front door maps them to HTTP statuses.
+NO_PENDING_PLAN = "NoPendingPlan"
+STALE_PLAN = "StalePlan"
+UNKNOWN_APPROVER = "UnknownApprover"
+ALREADY_DECIDED = "AlreadyDecided"
+
+TIMELINE_LIMIT = 500
+TIMELINE_KEEP_HEAD = 50
+
+_PURE_WORK = dict(
+    start_to_close_timeout=timedelta(seconds=30),
+    retry_policy=RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=1)),
+)
+_PROMETHEUS = dict(
+    start_to_close_timeout=timedelta(seconds=20),
+    schedule_to_close_timeout=timedelta(minutes=2),
+    retry_policy=RetryPolicy(
+        initial_interval=timedelta(seconds=2),
+        maximum_interval=timedelta(seconds=20),
+        non_retryable_error_types=[BAD_QUERY, SOURCE_NOT_CONFIGURED],
+    ),
+)
+_NOTIFY = dict(
+    start_to_close_timeout=timedelta(seconds=15),
+    schedule_to_close_timeout=timedelta(minutes=5),
+    retry_policy=RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=30)),
+)
+
+
+@workflow.defn(name="IncidentWorkflow")
+class IncidentWorkflow:
+    @workflow.init
+    def __init__(self, input: IncidentInput) -> None:
+        self._settings: IncidentSettings = input.settings
+        if input.state is not None:
+            self._state = input.state
+            self._state.runs += 1
+        else:
+            self._state = IncidentState(workflow_id=workflow.info().workflow_id, opened_at=workflow.now())
+            # Here rather than in run(): the start signal's handler runs before run() does.
+            self._record("opened", "incident opened")
+
+    # ---- the run loop -------------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, input: IncidentInput) -> IncidentState:
+        self._publish()
+        handlers = {
+            Phase.received: self._await_first_alerts,
+            Phase.triaging: self._triage,
+            Phase.investigating: self._investigate,
+            Phase.diagnosing: self._diagnose,
+            Phase.awaiting_approval: self._await_decision,
+            Phase.remediating: self._remediate,
+            Phase.verifying: self._verify,
+            Phase.escalated: self._await_resolution_after_escalation,
+            Phase.resolved: self._close_resolved,
+        }
+        while self._state.phase != Phase.closed:
+            if self._continue_as_new_due():
+                await self._continue_as_new()
+            await handlers[self._state.phase]()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._state
+
+    async def _await_first_alerts(self) -> None:
+        # Signal-with-start delivers the first notification before the first workflow task, so this does
+        # not block in practice; the bound keeps a workflow started by hand from lingering forever.
+        if await self._wait(lambda: bool(self._state.alerts), self._settings.resolve_wait_s):
+            self._enter(Phase.triaging, "alerts received")
+        else:
+            self._close("no alerts arrived")
+
+    async def _triage(self) -> None:
+        try:
+            result = await workflow.execute_activity_method(
+                TriageActivities.triage_alerts,
+                TriageRequest(alerts=list(self._state.alerts.values())),
+                **_PURE_WORK,
+            )
+        except ActivityError as err:
+            self._escalate(f"triage failed: {_cause(err)}")
+            return
+        state = self._state
+        state.severity, state.alertname, state.namespace = result.severity, result.alertname, result.namespace
+        state.service, state.title, state.alert_expr = result.service, result.title, result.alert_expr
+        state.diagnosis.runbook = result.runbook_id
+        self._record(
+            "triaged",
+            f"severity {result.severity.value}; runbook {result.runbook_id or 'none'}",
+            result.model_dump(mode="json"),
+        )
+        self._enter(Phase.investigating, "gathering evidence")
+
+    async def _investigate(self) -> None:
+        expr = self._state.alert_expr
+        if expr is None:
+            self._gap("prometheus", "the alert carries no expression (generatorURL without g0.expr)")
+        else:
+            result, problem = await self._query_alert_expression(expr)
+            if result is None:
+                self._gap("prometheus", problem)
+            else:
+                values = ", ".join(f"{series.value:g}" for series in result.series[:5])
+                self._state.evidence.items.append(
+                    EvidenceItem(
+                        source="prometheus",
+                        kind="alert_expression",
+                        summary=(
+                            f"the alert expression returns {len(result.series)} series for this incident now"
+                            + (f" (values {values})" if values else "")
+                        ),
+                        data=result.model_dump(mode="json"),
+                    )
+                )
+                self._record("evidence", self._state.evidence.items[-1].summary)
+        self._enter(Phase.diagnosing, "ranking hypotheses")
+
+    async def _diagnose(self) -> None:
+        state = self._state
+        try:
+            result = await workflow.execute_activity_method(
+                TriageActivities.diagnose_incident,
+                DiagnoseRequest(
+                    alerts=list(state.alerts.values()),
+                    triage=_triage_of(state),
+                    evidence=state.evidence,
+                ),
+                **_PURE_WORK,
+            )
+        except ActivityError as err:
+            self._escalate(f"diagnosis failed: {_cause(err)}")
+            return
+        state.diagnosis = result.diagnosis
+        state.plan = Plan(id=f"plan-{workflow.uuid4().hex[:12]}", actions=result.actions, rationale=result.rationale)
+        self._record(
+            "diagnosed",
+            f"{result.diagnosis.category.value} at {result.diagnosis.confidence:.2f}: {result.diagnosis.summary}",
+            result.diagnosis.model_dump(mode="json"),
+        )
+        self._record("plan_proposed", result.rationale, state.plan.model_dump(mode="json"))
+        if state.all_resolved:
+            self._enter(Phase.resolved, "every alert resolved during diagnosis")
+        elif not state.plan.mutating:
+            self._escalate(state.diagnosis.summary or "no automatic action addresses this cause")
+        elif any(action.requires_approval for action in state.plan.actions):
+            state.approval_deadline = workflow.now() + timedelta(seconds=self._settings.approval_timeout_s)
+            self._enter(Phase.awaiting_approval, f"plan {state.plan.id} needs a human decision")
+            await self._notify("approval_requested", "A remediation plan awaits your decision.")
+        else:
+            self._enter(Phase.remediating, f"plan {state.plan.id} needs no approval")
+
+    async def _await_decision(self) -> None:
+        state = self._state
+        assert state.approval_deadline is not None and state.plan is not None
+        remaining = (state.approval_deadline - workflow.now()).total_seconds()
+        decided = await self._wait(
+            lambda: state.decision is not None or state.all_resolved or self._continue_as_new_due(), remaining
+        )
+        if state.decision is not None:
+            state.acknowledged_at = state.decision.at
+            if state.decision.approve:
+                self._enter(Phase.remediating, f"plan {state.plan.id} approved by {state.decision.by}")
+            else:
+                reason = f": {state.decision.reason}" if state.decision.reason else ""
+                self._escalate(f"plan {state.plan.id} rejected by {state.decision.by}{reason}")
+        elif state.all_resolved:
+            self._enter(Phase.resolved, "every alert resolved before a decision")
+        elif not decided:
+            self._escalate(f"no decision within {self._settings.approval_timeout_s:g}s")
+
+    async def _remediate(self) -> None:
+        state = self._state
+        assert state.plan is not None
+        for action in state.plan.actions:
+            if not action.type.mutating:
+                continue
+            # The Kubernetes executor (server-side dry-run, idempotent apply) is not wired yet: record plainly
+            # that nothing was changed rather than pretend an action ran.
+            record = ActionRecord(
+                action=action,
+                plan_id=state.plan.id,
+                at=workflow.now(),
+                mode="skipped",
+                result="not executed: no Kubernetes executor is configured in this version; nothing was changed",
+            )
+            state.actions_taken.append(record)
+            self._record(
+                "action",
+                f"{action.type.value} {action.namespace}/{action.target}: {record.result}",
+                record.model_dump(mode="json"),
+            )
+        state.verify_at = workflow.now() + timedelta(seconds=self._settings.verify_after_s)
+        self._enter(Phase.verifying, f"verifying at {state.verify_at:%H:%M:%S}Z")
+
+    async def _verify(self) -> None:
+        state = self._state
+        assert state.verify_at is not None
+        remaining = (state.verify_at - workflow.now()).total_seconds()
+        await self._wait(lambda: state.all_resolved or self._continue_as_new_due(), remaining)
+        if state.all_resolved:
+            self._verified("alertmanager", "recovered", "Alertmanager reported every alert resolved")
+            self._enter(Phase.resolved, "recovered")
+            return
+        if self._continue_as_new_due():
+            return
+        expr = state.alert_expr
+        if expr is None:
+            self._verified("none", "inconclusive", "the alert carries no expression to re-evaluate")
+            self._escalate("could not verify recovery: the alert has no expression")
+            return
+        result, problem = await self._query_alert_expression(expr)
+        if result is None:
+            self._verified("prometheus", "inconclusive", f"the alert expression could not be evaluated: {problem}", expr)
+            self._escalate(f"could not verify recovery: {problem}")
+        elif result.series:
+            self._verified(
+                "prometheus", "still_failing", f"{len(result.series)} series of this incident still match", expr
+            )
+            self._escalate("the alert condition still holds after remediation")
+        else:
+            self._verified("prometheus", "recovered", "the alert expression returns no series of this incident", expr)
+            self._enter(Phase.resolved, "recovered")
+
+    async def _await_resolution_after_escalation(self) -> None:
+        state = self._state
+        if state.resolve_deadline is None:
+            state.resolve_deadline = workflow.now() + timedelta(seconds=self._settings.resolve_wait_s)
+            await self._notify("escalated", state.escalation_reason or "escalated")
+        remaining = (state.resolve_deadline - workflow.now()).total_seconds()
+        resolved = await self._wait(lambda: state.all_resolved or self._continue_as_new_due(), remaining)
+        if state.all_resolved:
+            self._enter(Phase.resolved, "every alert resolved after escalation")
+        elif not resolved:
+            self._close(f"escalated; not resolved within {self._settings.resolve_wait_s:g}s")
+
+    async def _close_resolved(self) -> None:
+        state = self._state
+        state.resolved_at = state.resolved_at or workflow.now()
+        if state.escalation_reason:
+            state.outcome = state.outcome or "resolved after escalation"
+        else:
+            state.outcome = state.outcome or "resolved"
+        await self._notify("resolved", f"Incident resolved: {state.outcome}.")
+        self._close(state.outcome)
+
+    # ---- signal, update, query ----------------------------------------------------------------------------
+
+    @workflow.signal(name="alerts")
+    def on_alerts(self, notification: AlertNotification) -> None:
+        state = self._state
+        if state.phase == Phase.closed:
+            return
+        firing, resolved = merge_notification(state, notification)
+        if firing:
+            self._record("alerts_firing", f"{len(firing)} alert(s) firing", {"fingerprints": firing})
+        if resolved:
+            self._record("alerts_resolved", f"{len(resolved)} alert(s) resolved", {"fingerprints": resolved})
+        if state.phase != Phase.received and firing:
+            severity = highest_severity(alert.labels for alert in state.firing_alerts)
+            if severity != state.severity and _rank(severity) > _rank(state.severity):
+                self._record("severity_raised", f"severity {state.severity.value} -> {severity.value}")
+                state.severity = severity
+                self._publish()
+
+    @workflow.update(name="decide")
+    async def decide(self, decision: Decision) -> DecisionResult:
+        state = self._state
+        assert state.plan is not None
+        state.decision = DecisionRecord(
+            approve=decision.approve,
+            by=decision.by,
+            reason=decision.reason,
+            plan_id=state.plan.id,
+            at=workflow.now(),
+        )
+        verdict = "approved" if decision.approve else "rejected"
+        self._record("decision", f"plan {state.plan.id} {verdict} by {decision.by}", state.decision.model_dump(mode="json"))
+        await workflow.wait_condition(lambda: state.phase != Phase.awaiting_approval)
+        return DecisionResult(accepted=True, phase=state.phase, plan_id=state.plan.id, by=decision.by)
+
+    @decide.validator
+    def validate_decision(self, decision: Decision) -> None:
+        state = self._state
+        if state.phase != Phase.awaiting_approval or state.plan is None:
+            raise ApplicationError(f"no plan is awaiting approval (phase {state.phase.value})", type=NO_PENDING_PLAN)
+        if state.decision is not None:
+            raise ApplicationError(f"plan {state.plan.id} was already decided by {state.decision.by}", type=ALREADY_DECIDED)
+        if decision.plan_id is not None and decision.plan_id != state.plan.id:
+            raise ApplicationError(
+                f"plan {decision.plan_id} is stale; the pending plan is {state.plan.id}", type=STALE_PLAN
+            )
+        if self._settings.approvers and decision.by not in self._settings.approvers:
+            raise ApplicationError(f"{decision.by!r} is not an allowed approver", type=UNKNOWN_APPROVER)
+
+    @workflow.query(name="state")
+    def state(self) -> IncidentState:
+        return self._state
+
+    # ---- helpers ------------------------------------------------------------------------------------------
+
+    async def _wait(self, condition: Callable[[], bool], seconds: float) -> bool:
+        """Wait for ``condition`` at most ``seconds`` (durable timer); True when the condition became true."""
+        if seconds <= 0:
+            return condition()
+        try:
+            await workflow.wait_condition(condition, timeout=timedelta(seconds=seconds))
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def _query_alert_expression(self, expr: str) -> tuple[PromQueryResult | None, str]:
+        """The alert's expression evaluated now, or None and why it could not be."""
+        try:
+            result = await workflow.execute_activity_method(
+                PrometheusActivities.query_alert_expression,
+                PromQueryRequest(
+                    expr=expr, alert_labels=[dict(alert.labels) for alert in self._state.alerts.values()]
+                ),
+                **_PROMETHEUS,
+            )
+        except ActivityError as err:
+            return None, _cause(err)
+        return result, ""
+
+    async def _notify(self, event: str, text: str) -> None:
+        state = self._state
+        try:
+            await workflow.execute_activity_method(
+                ConsoleNotifier.notify,
+                Notification(
+                    workflow_id=state.workflow_id,
+                    event=event,
+                    phase=state.phase,
+                    severity=state.severity,
+                    title=one_line_summary(state),
+                    text=text,
+                    plan=state.plan,
+                ),
+                **_NOTIFY,
+            )
+        except ActivityError as err:
+            self._record("notify_failed", f"{event}: {_cause(err)}")
+        else:
+            self._record("notified", event)
+
+    def _enter(self, phase: Phase, message: str) -> None:
+        previous = self._state.phase
+        self._state.phase = phase
+        self._record("phase", f"{previous.value} -> {phase.value}: {message}", {"from": previous.value, "to": phase.value})
+        self._publish()
+
+    def _escalate(self, reason: str) -> None:
+        self._state.escalation_reason = reason
+        self._enter(Phase.escalated, reason)
+
+    def _close(self, outcome: str) -> None:
+        self._state.outcome = outcome
+        self._state.closed_at = workflow.now()
+        self._enter(Phase.closed, outcome)
+
+    def _gap(self, source: str, reason: str) -> None:
+        self._state.evidence.gaps.append(EvidenceGap(source=source, reason=reason))
+        self._record("evidence_gap", f"{source}: {reason}")
+
+    def _verified(self, method: str, outcome: VerificationOutcome, detail: str, expr: str | None = None) -> None:
+        record = VerificationRecord(at=workflow.now(), method=method, outcome=outcome, detail=detail, expr=expr)
+        self._state.verification.append(record)
+        self._record("verification", f"{outcome}: {detail}", record.model_dump(mode="json"))
+
+    def _record(self, kind: str, message: str, data: dict | None = None) -> None:
+        timeline = self._state.timeline
+        timeline.append(TimelineEvent(at=workflow.now(), kind=kind, message=message, data=data or {}))
+        if len(timeline) > TIMELINE_LIMIT:
+            # Keep how it started and what happened lately; count what was dropped in between.
+            del timeline[TIMELINE_KEEP_HEAD]
+            self._state.timeline_dropped += 1
+
+    def _publish(self) -> None:
+        """Make the state visible in the Temporal UI: search attributes and the current-details Markdown."""
+        workflow.upsert_search_attributes(search_attribute_updates(self._state))
+        workflow.set_current_details(details_markdown(self._state))
+
+    def _continue_as_new_due(self) -> bool:
+        info = workflow.info()
+        return info.is_continue_as_new_suggested() or (
+            info.get_current_history_length() >= self._settings.max_history_events
+        )
+
+    async def _continue_as_new(self) -> None:
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        self._record("continued_as_new", f"history at {workflow.info().get_current_history_length()} events")
+        workflow.continue_as_new(IncidentInput(settings=self._settings, state=self._state))
+
+
+def _triage_of(state: IncidentState) -> TriageResult:
+    return TriageResult(
+        severity=state.severity,
+        alertname=state.alertname,
+        namespace=state.namespace,
+        service=state.service,
+        title=state.title,
+        alert_expr=state.alert_expr,
+        runbook_id=state.diagnosis.runbook,
+    )
+
+
+def _rank(severity: object) -> int:
+    return ["low", "medium", "high", "critical"].index(str(severity))
+
+
+def _cause(err: ActivityError) -> str:
+    cause = err.cause
+    while cause is not None and cause.cause is not None and not isinstance(cause, ApplicationError):
+        cause = cause.cause
+    if isinstance(cause, ApplicationError):
+        return cause.message
+    return str(cause) if cause is not None else str(err)
