@@ -1,8 +1,8 @@
 """The front door and the operators' CLI.
 
-    python starter.py serve                                   # HTTP front door on HTTP_HOST:HTTP_PORT
-    python starter.py approve incident-0123abcd... --by alice [--reason "..."] [--plan-id plan-...]
-    python starter.py reject  incident-0123abcd... --by alice [--reason "..."]
+python starter.py serve                                   # HTTP front door on HTTP_HOST:HTTP_PORT
+python starter.py approve incident-0123abcd... --by alice [--reason "..."] [--plan-id plan-...]
+python starter.py reject  incident-0123abcd... --by alice [--reason "..."]
 """
 
 from __future__ import annotations
@@ -34,7 +34,12 @@ async def serve(settings: Settings) -> None:
     await runner.setup()
     site = web.TCPSite(runner, settings.http_host, settings.http_port)
     await site.start()
-    log.info("frontdoor_started", host=settings.http_host, port=settings.http_port, temporal=settings.temporal_address)
+    log.info(
+        "frontdoor_started",
+        host=settings.http_host,
+        port=settings.http_port,
+        temporal=settings.temporal_address,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -7,6 +7,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 SOURCE_NOT_CONFIGURED = "SourceNotConfigured"
 BAD_QUERY = "BadQuery"
 SOURCE_UNAVAILABLE = "SourceUnavailable"
+SOURCE_MISCONFIGURED = "SourceMisconfigured"
 
 
 def not_configured(source: str, variable: str) -> ApplicationError:

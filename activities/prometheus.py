@@ -9,7 +9,7 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.errors import BAD_QUERY, SOURCE_UNAVAILABLE, not_configured
+from activities.errors import BAD_QUERY, SOURCE_MISCONFIGURED, SOURCE_UNAVAILABLE, not_configured
 from models.incident import PromQueryRequest, PromQueryResult, PromSeries
 from triage.promql import series_of_alerts
 
@@ -46,6 +46,12 @@ class PrometheusActivities:
         reason = (body or {}).get("error") or f"HTTP {status}"
         error_type = (body or {}).get("errorType", "")
         # 400 bad_data and 422 execution errors will fail the same way again; 503/5xx and timeouts may not.
+        if status == 404:
+            raise ApplicationError(
+                f"{url} answered 404: PROMETHEUS_URL does not point at a Prometheus API",
+                type=SOURCE_MISCONFIGURED,
+                non_retryable=True,
+            )
         if status in (400, 422):
             raise ApplicationError(
                 f"Prometheus rejected the query ({error_type or status}): {reason}",
@@ -53,7 +59,8 @@ class PrometheusActivities:
                 non_retryable=True,
             )
         raise ApplicationError(
-            f"Prometheus answered {status} ({error_type or 'no error type'}): {reason}", type=SOURCE_UNAVAILABLE
+            f"Prometheus answered {status} ({error_type or 'no error type'}): {reason}",
+            type=SOURCE_UNAVAILABLE,
         )
 
     @activity.defn
@@ -65,9 +72,7 @@ class PrometheusActivities:
             mine = series_of_alerts([s.labels for s in series], request.alert_labels)
             ours = [s for s in series if s.labels in mine]
         log.info("prometheus_query", expr=request.expr, series=len(series), matching=len(ours))
-        return PromQueryResult(
-            expr=request.expr, evaluated_at=evaluated_at, series=ours, total_series=len(series)
-        )
+        return PromQueryResult(expr=request.expr, evaluated_at=evaluated_at, series=ours, total_series=len(series))
 
 
 async def _json_or_none(response: aiohttp.ClientResponse) -> dict | None:
@@ -85,9 +90,8 @@ def _vector(data: dict) -> list[PromSeries]:
         return [PromSeries(labels={}, value=float(result[1]))]
     if result_type != "vector" or not isinstance(result, list):
         raise ApplicationError(
-            f"Prometheus returned {result_type!r}, expected an instant vector", type=BAD_QUERY, non_retryable=True
+            f"Prometheus returned {result_type!r}, expected an instant vector",
+            type=BAD_QUERY,
+            non_retryable=True,
         )
-    return [
-        PromSeries(labels=dict(item.get("metric", {})), value=float(item["value"][1]))
-        for item in result
-    ]
+    return [PromSeries(labels=dict(item.get("metric", {})), value=float(item["value"][1])) for item in result]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -25,14 +26,14 @@ def parse_duration(text: str | float | int) -> float:
                 pos = match.end()
             if pos != len(raw) or not raw:
                 raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 5m, 1h30m)")
-    if seconds <= 0:
-        raise ValueError(f"duration must be positive: {text!r}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"duration must be a positive, finite number of seconds: {text!r}")
     return seconds
 
 
 def format_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    parts = []
+    seconds = round(seconds)
+    parts: list[str] = []
     for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
         if seconds >= size or (unit == "s" and not parts):
             value, seconds = divmod(seconds, size)

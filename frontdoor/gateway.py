@@ -92,9 +92,7 @@ async def _temporal_errors() -> AsyncIterator[None]:
 
 
 class IncidentGateway:
-    def __init__(
-        self, client: Client, settings: Settings, incident_settings: IncidentSettings | None = None
-    ) -> None:
+    def __init__(self, client: Client, settings: Settings, incident_settings: IncidentSettings | None = None) -> None:
         self._client = client
         self._settings = settings
         self._incident_settings = incident_settings or settings.incident_settings()
@@ -182,7 +180,7 @@ class IncidentGateway:
         try:
             async with _temporal_errors():
                 return await handle.execute_update(
-                    IncidentWorkflow.decide, decision, rpc_timeout=timedelta(seconds=30)
+                    "decide", decision, result_type=DecisionResult, rpc_timeout=timedelta(seconds=30)
                 )
         except WorkflowUpdateFailedError as err:
             cause = err.cause

@@ -57,5 +57,3 @@ def task_queue() -> str:
 
 def load_payload(name: str) -> dict:
     return json.loads((PAYLOADS / name).read_text())
-
-

@@ -93,7 +93,10 @@ class FakePrometheus:
         if self.error is not None:
             raise self.error
         return PromQueryResult(
-            expr=request.expr, evaluated_at=datetime.now(UTC), series=list(self.series), total_series=len(self.series)
+            expr=request.expr,
+            evaluated_at=datetime.now(UTC),
+            series=list(self.series),
+            total_series=len(self.series),
         )
 
 
@@ -110,9 +113,7 @@ class RecordingNotifier:
         return [n.event for n in self.sent]
 
 
-def incident_worker(
-    client: Client, task_queue: str, prometheus: FakePrometheus, notifier: RecordingNotifier
-) -> Worker:
+def incident_worker(client: Client, task_queue: str, prometheus: FakePrometheus, notifier: RecordingNotifier) -> Worker:
     triage = TriageActivities(RUNBOOKS)
     return Worker(
         client,
@@ -137,15 +138,18 @@ async def wait_for(
     """Poll the ``state`` query (real time; the time-skipping server does not skip while we poll)."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     last: IncidentState | None = None
+    error: Exception | None = None
     while asyncio.get_running_loop().time() < deadline:
         try:
             last = await state_of(handle)
-        except Exception:  # noqa: BLE001 - the first workflow task may not have run yet
-            last = None
+        except Exception as exc:
+            last, error = None, exc
         if last is not None and predicate(last):
             return last
         await asyncio.sleep(0.05)
-    raise AssertionError(f"condition not reached; last state phase={last.phase if last else None}")
+    raise AssertionError(
+        f"condition not reached; last state phase={last.phase if last else None}; last query error: {error!r}"
+    )
 
 
 async def wait_for_phase(handle: WorkflowHandle, phase: Phase, timeout_s: float = 15.0) -> IncidentState:

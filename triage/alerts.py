@@ -53,9 +53,9 @@ def merge_notification(state: IncidentState, notification: AlertNotification) ->
         state.alerts[alert.fingerprint] = alert
         if alert.status == "firing" and (previous is None or previous.status != "firing"):
             newly_firing.append(alert.fingerprint)
-        elif alert.status == "resolved" and previous is not None and previous.status != "resolved":
-            newly_resolved.append(alert.fingerprint)
-        elif alert.status == "resolved" and previous is None:
+        elif (alert.status == "resolved" and previous is not None and previous.status != "resolved") or (
+            alert.status == "resolved" and previous is None
+        ):
             newly_resolved.append(alert.fingerprint)
     state.notifications += 1
     if not state.group_key:
@@ -72,8 +72,4 @@ def _is_older(candidate: Alert, current: Alert) -> bool:
     """
     if candidate.starts_at < current.starts_at:
         return True
-    return (
-        candidate.starts_at == current.starts_at
-        and candidate.status == "firing"
-        and current.status == "resolved"
-    )
+    return candidate.starts_at == current.starts_at and candidate.status == "firing" and current.status == "resolved"

@@ -34,9 +34,15 @@ def highest_severity(label_sets: Iterable[Mapping[str, str]]) -> Severity:
 
 
 _NAMESPACE_KEYS = ("namespace", "exported_namespace", "kubernetes_namespace", "k8s_namespace_name")
+# Kubernetes draws generated name parts (ReplicaSet hashes, pod suffixes) from an alphabet without vowels,
+# so "kube-proxy-x7k2p" cannot be Deployment "kube" with ReplicaSet hash "proxy".
+_SAFE = "[bcdfghjklmnpqrstvwxz2456789]"
+_NAME = r"(?P<workload>[a-z0-9]([-a-z0-9]*[a-z0-9])?)"
 # Pods of a Deployment are named <deployment>-<replicaset hash>-<5 char suffix>.
-_DEPLOYMENT_POD = re.compile(r"^(?P<workload>[a-z0-9]([-a-z0-9]*[a-z0-9])?)-[a-z0-9]{5,10}-[a-z0-9]{5}$")
-_STATEFUL_POD = re.compile(r"^(?P<workload>[a-z0-9]([-a-z0-9]*[a-z0-9])?)-\d+$")
+_DEPLOYMENT_POD = re.compile(rf"^{_NAME}-{_SAFE}{{5,10}}-{_SAFE}{{5}}$")
+# DaemonSet and Job pods: <owner>-<5 char suffix>; StatefulSet pods: <owner>-<ordinal>.
+_SUFFIXED_POD = re.compile(rf"^{_NAME}-{_SAFE}{{5}}$")
+_STATEFUL_POD = re.compile(rf"^{_NAME}-\d+$")
 
 
 def namespace_of(labels: Mapping[str, str]) -> str:
@@ -57,7 +63,7 @@ def workload_of(labels: Mapping[str, str]) -> str:
             return labels[key]
     pod = pod_of(labels)
     if pod:
-        match = _DEPLOYMENT_POD.match(pod) or _STATEFUL_POD.match(pod)
+        match = _DEPLOYMENT_POD.match(pod) or _SUFFIXED_POD.match(pod) or _STATEFUL_POD.match(pod)
         return match.group("workload") if match else pod
     for key in ("service", "app", "app_kubernetes_io_name", "container", "job"):
         if labels.get(key):

@@ -9,8 +9,8 @@ from models.incident import (
     ActionType,
     Alert,
     Category,
-    Diagnosis,
     DiagnoseResult,
+    Diagnosis,
     Evidence,
     Hypothesis,
     TriageResult,
@@ -34,10 +34,8 @@ def triage(alerts: Sequence[Alert], runbooks: Sequence[Runbook]) -> TriageResult
         alertname=lead.alertname,
         namespace=namespace_of(lead.labels),
         service=workload_of(lead.labels),
-        title=title.strip().splitlines()[0][:200] if title.strip() else lead.alertname,
-        alert_expr=next(
-            (expr for alert in considered if (expr := expr_from_generator_url(alert.generator_url))), None
-        ),
+        title=title.strip().splitlines()[0].strip()[:200] if title.strip() else lead.alertname,
+        alert_expr=next((expr for alert in considered if (expr := expr_from_generator_url(alert.generator_url))), None),
         runbook_id=runbook.id if runbook else None,
         runbook_title=runbook.title if runbook else None,
     )
@@ -85,8 +83,9 @@ def diagnose(
     )
     best = hypotheses[0]
     best_summary = next(h.summary for h in runbook.hypotheses if h.category == best.category)
-    lead_labels = next((alert.labels for alert in alerts if alert.status == "firing"), alerts[0].labels)
-    actions = _actions_for(best.category, runbook.actions, lead_labels)
+    # Aim at the alert the triage named the incident after, so the plan targets the diagnosed workload.
+    firing = [alert for alert in alerts if alert.status == "firing"] or list(alerts)
+    actions = _actions_for(best.category, runbook.actions, lead_alert(firing).labels)
     return DiagnoseResult(
         diagnosis=Diagnosis(
             category=best.category,
@@ -101,9 +100,7 @@ def diagnose(
     )
 
 
-def _actions_for(
-    category: Category, candidates: Sequence[RunbookAction], labels: dict[str, str]
-) -> list[Action]:
+def _actions_for(category: Category, candidates: Sequence[RunbookAction], labels: dict[str, str]) -> list[Action]:
     actions: list[Action] = []
     for candidate in candidates:
         if category not in candidate.addresses:
@@ -135,8 +132,14 @@ def _actions_for(
     for action in actions:
         if action not in unique:
             unique.append(action)
-    return unique or [Action(type=ActionType.escalate, risk="low", requires_approval=False,
-                             reason="the runbook has no action for this cause")]
+    return unique or [
+        Action(
+            type=ActionType.escalate,
+            risk="low",
+            requires_approval=False,
+            reason="the runbook has no action for this cause",
+        )
+    ]
 
 
 def _target_of(candidate: RunbookAction, labels: dict[str, str]) -> str:

@@ -31,10 +31,7 @@ def series_of_alerts(
     A series belongs to an alert when every label both carry has the same value. Labels only the alert has
     (``alertname``, ``severity``, external labels) cannot be compared and are ignored.
     """
-    alerts = [
-        {key: value for key, value in labels.items() if key not in _ALERT_ONLY_LABELS}
-        for labels in alert_labels
-    ]
+    alerts = [{key: value for key, value in labels.items() if key not in _ALERT_ONLY_LABELS} for labels in alert_labels]
     matched = []
     for series in series_labels:
         for alert in alerts:

@@ -18,10 +18,8 @@ def details_markdown(state: IncidentState) -> str:
     lines = [
         f"**{one_line_summary(state)}**",
         "",
-        f"- phase: `{state.phase.value}`"
-        + (f" (outcome: {state.outcome})" if state.outcome else ""),
-        f"- alerts: {firing} firing, {len(state.alerts) - firing} resolved, "
-        f"{state.notifications} notification(s)",
+        f"- phase: `{state.phase.value}`" + (f" (outcome: {state.outcome})" if state.outcome else ""),
+        f"- alerts: {firing} firing, {len(state.alerts) - firing} resolved, {state.notifications} notification(s)",
     ]
     diagnosis = state.diagnosis
     if state.phase not in (Phase.received, Phase.triaging, Phase.investigating):
@@ -32,15 +30,16 @@ def details_markdown(state: IncidentState) -> str:
         )
     if state.plan is not None:
         actions = ", ".join(
-            f"{action.type.value} {action.namespace}/{action.target}".rstrip("/ ")
-            for action in state.plan.actions
+            f"{action.type.value} {action.namespace}/{action.target}".rstrip("/ ") for action in state.plan.actions
         )
         lines.append(f"- plan `{state.plan.id}`: {actions}")
     if state.phase == Phase.awaiting_approval and state.approval_deadline is not None:
         lines.append(f"- awaiting approval until {state.approval_deadline:%Y-%m-%d %H:%M:%S}Z")
     if state.decision is not None:
         verdict = "approved" if state.decision.approve else "rejected"
-        lines.append(f"- {verdict} by {state.decision.by}" + (f": {state.decision.reason}" if state.decision.reason else ""))
+        lines.append(
+            f"- {verdict} by {state.decision.by}" + (f": {state.decision.reason}" if state.decision.reason else "")
+        )
     for gap in state.evidence.gaps:
         lines.append(f"- could not see {gap.source}: {gap.reason}")
     if state.verification:

@@ -12,19 +12,19 @@ world is touched only through activities.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.errors import BAD_QUERY, SOURCE_NOT_CONFIGURED
+    from activities.errors import BAD_QUERY, SOURCE_MISCONFIGURED, SOURCE_NOT_CONFIGURED
     from activities.notify import ConsoleNotifier
     from activities.prometheus import PrometheusActivities
     from activities.triage import TriageActivities
+    from config.durations import format_duration
     from models.incident import (
         ActionRecord,
         AlertNotification,
@@ -62,24 +62,21 @@ ALREADY_DECIDED = "AlreadyDecided"
 TIMELINE_LIMIT = 500
 TIMELINE_KEEP_HEAD = 50
 
-_PURE_WORK = dict(
-    start_to_close_timeout=timedelta(seconds=30),
-    retry_policy=RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=1)),
+# Timeouts and retries of every activity the incident runs. Pure work (runbooks) is quick and retried a few
+# times; Prometheus gets its own budget and never retries a query it rejected; notifications keep trying for a
+# while but a failure is recorded, never fatal.
+_PURE_TIMEOUT = timedelta(seconds=30)
+_PURE_RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=1))
+_PROMETHEUS_TIMEOUT = timedelta(seconds=20)
+_PROMETHEUS_BUDGET = timedelta(minutes=2)
+_PROMETHEUS_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    maximum_interval=timedelta(seconds=20),
+    non_retryable_error_types=[BAD_QUERY, SOURCE_NOT_CONFIGURED, SOURCE_MISCONFIGURED],
 )
-_PROMETHEUS = dict(
-    start_to_close_timeout=timedelta(seconds=20),
-    schedule_to_close_timeout=timedelta(minutes=2),
-    retry_policy=RetryPolicy(
-        initial_interval=timedelta(seconds=2),
-        maximum_interval=timedelta(seconds=20),
-        non_retryable_error_types=[BAD_QUERY, SOURCE_NOT_CONFIGURED],
-    ),
-)
-_NOTIFY = dict(
-    start_to_close_timeout=timedelta(seconds=15),
-    schedule_to_close_timeout=timedelta(minutes=5),
-    retry_policy=RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=30)),
-)
+_NOTIFY_TIMEOUT = timedelta(seconds=15)
+_NOTIFY_BUDGET = timedelta(minutes=5)
+_NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=30))
 
 
 @workflow.defn(name="IncidentWorkflow")
@@ -131,7 +128,8 @@ class IncidentWorkflow:
             result = await workflow.execute_activity_method(
                 TriageActivities.triage_alerts,
                 TriageRequest(alerts=list(self._state.alerts.values())),
-                **_PURE_WORK,
+                start_to_close_timeout=_PURE_TIMEOUT,
+                retry_policy=_PURE_RETRY,
             )
         except ActivityError as err:
             self._escalate(f"triage failed: {_cause(err)}")
@@ -181,7 +179,8 @@ class IncidentWorkflow:
                     triage=_triage_of(state),
                     evidence=state.evidence,
                 ),
-                **_PURE_WORK,
+                start_to_close_timeout=_PURE_TIMEOUT,
+                retry_policy=_PURE_RETRY,
             )
         except ActivityError as err:
             self._escalate(f"diagnosis failed: {_cause(err)}")
@@ -222,7 +221,7 @@ class IncidentWorkflow:
         elif state.all_resolved:
             self._enter(Phase.resolved, "every alert resolved before a decision")
         elif not decided:
-            self._escalate(f"no decision within {self._settings.approval_timeout_s:g}s")
+            self._escalate(f"no decision within {format_duration(self._settings.approval_timeout_s)}")
 
     async def _remediate(self) -> None:
         state = self._state
@@ -266,11 +265,16 @@ class IncidentWorkflow:
             return
         result, problem = await self._query_alert_expression(expr)
         if result is None:
-            self._verified("prometheus", "inconclusive", f"the alert expression could not be evaluated: {problem}", expr)
+            self._verified(
+                "prometheus", "inconclusive", f"the alert expression could not be evaluated: {problem}", expr
+            )
             self._escalate(f"could not verify recovery: {problem}")
         elif result.series:
             self._verified(
-                "prometheus", "still_failing", f"{len(result.series)} series of this incident still match", expr
+                "prometheus",
+                "still_failing",
+                f"{len(result.series)} series of this incident still match",
+                expr,
             )
             self._escalate("the alert condition still holds after remediation")
         else:
@@ -287,7 +291,7 @@ class IncidentWorkflow:
         if state.all_resolved:
             self._enter(Phase.resolved, "every alert resolved after escalation")
         elif not resolved:
-            self._close(f"escalated; not resolved within {self._settings.resolve_wait_s:g}s")
+            self._close(f"escalated; not resolved within {format_duration(self._settings.resolve_wait_s)}")
 
     async def _close_resolved(self) -> None:
         state = self._state
@@ -330,7 +334,11 @@ class IncidentWorkflow:
             at=workflow.now(),
         )
         verdict = "approved" if decision.approve else "rejected"
-        self._record("decision", f"plan {state.plan.id} {verdict} by {decision.by}", state.decision.model_dump(mode="json"))
+        self._record(
+            "decision",
+            f"plan {state.plan.id} {verdict} by {decision.by}",
+            state.decision.model_dump(mode="json"),
+        )
         await workflow.wait_condition(lambda: state.phase != Phase.awaiting_approval)
         return DecisionResult(accepted=True, phase=state.phase, plan_id=state.plan.id, by=decision.by)
 
@@ -340,7 +348,9 @@ class IncidentWorkflow:
         if state.phase != Phase.awaiting_approval or state.plan is None:
             raise ApplicationError(f"no plan is awaiting approval (phase {state.phase.value})", type=NO_PENDING_PLAN)
         if state.decision is not None:
-            raise ApplicationError(f"plan {state.plan.id} was already decided by {state.decision.by}", type=ALREADY_DECIDED)
+            raise ApplicationError(
+                f"plan {state.plan.id} was already decided by {state.decision.by}", type=ALREADY_DECIDED
+            )
         if decision.plan_id is not None and decision.plan_id != state.plan.id:
             raise ApplicationError(
                 f"plan {decision.plan_id} is stale; the pending plan is {state.plan.id}", type=STALE_PLAN
@@ -360,7 +370,7 @@ class IncidentWorkflow:
             return condition()
         try:
             await workflow.wait_condition(condition, timeout=timedelta(seconds=seconds))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True
 
@@ -369,10 +379,10 @@ class IncidentWorkflow:
         try:
             result = await workflow.execute_activity_method(
                 PrometheusActivities.query_alert_expression,
-                PromQueryRequest(
-                    expr=expr, alert_labels=[dict(alert.labels) for alert in self._state.alerts.values()]
-                ),
-                **_PROMETHEUS,
+                PromQueryRequest(expr=expr, alert_labels=[dict(alert.labels) for alert in self._state.alerts.values()]),
+                start_to_close_timeout=_PROMETHEUS_TIMEOUT,
+                schedule_to_close_timeout=_PROMETHEUS_BUDGET,
+                retry_policy=_PROMETHEUS_RETRY,
             )
         except ActivityError as err:
             return None, _cause(err)
@@ -392,7 +402,9 @@ class IncidentWorkflow:
                     text=text,
                     plan=state.plan,
                 ),
-                **_NOTIFY,
+                start_to_close_timeout=_NOTIFY_TIMEOUT,
+                schedule_to_close_timeout=_NOTIFY_BUDGET,
+                retry_policy=_NOTIFY_RETRY,
             )
         except ActivityError as err:
             self._record("notify_failed", f"{event}: {_cause(err)}")
@@ -402,7 +414,11 @@ class IncidentWorkflow:
     def _enter(self, phase: Phase, message: str) -> None:
         previous = self._state.phase
         self._state.phase = phase
-        self._record("phase", f"{previous.value} -> {phase.value}: {message}", {"from": previous.value, "to": phase.value})
+        self._record(
+            "phase",
+            f"{previous.value} -> {phase.value}: {message}",
+            {"from": previous.value, "to": phase.value},
+        )
         self._publish()
 
     def _escalate(self, reason: str) -> None:
@@ -465,8 +481,9 @@ def _rank(severity: object) -> int:
 
 
 def _cause(err: ActivityError) -> str:
-    cause = err.cause
-    while cause is not None and cause.cause is not None and not isinstance(cause, ApplicationError):
+    """The innermost application error's message: what actually went wrong, without the wrapping."""
+    cause: BaseException | None = err.cause
+    while isinstance(cause, FailureError) and not isinstance(cause, ApplicationError) and cause.cause is not None:
         cause = cause.cause
     if isinstance(cause, ApplicationError):
         return cause.message

@@ -1,0 +1,323 @@
+"""The HTTP front door against a real Temporal dev server: bad input, dedup, auth, operator endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import socket
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
+from pydantic import SecretStr
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.testing import WorkflowEnvironment
+
+import starter
+from config.settings import Settings
+from config.temporal import connect
+from frontdoor.app import MAX_BODY_BYTES, create_app
+from frontdoor.auth import operator_allowed
+from frontdoor.gateway import IncidentGateway
+from models.incident import Decision, IncidentSettings
+from tests.conftest import load_payload
+from tests.harness import FakePrometheus, RecordingNotifier, incident_worker
+from triage.identity import incident_workflow_id
+
+Factory = Callable[..., "asyncio.Future[TestClient]"]
+
+
+def unique_payload(tag: str) -> dict:
+    payload = copy.deepcopy(load_payload("alertmanager_firing.json"))
+    payload["groupKey"] = f'{{}}:{{alertname="HighErrorRate", test="{tag}"}}'
+    return payload
+
+
+@pytest_asyncio.fixture
+async def front(dev_server: WorkflowEnvironment, task_queue: str) -> AsyncIterator[Callable]:
+    """Build front doors with given settings against the dev server, with a worker on the same queue."""
+    clients: list[TestClient] = []
+    prometheus, notifier = FakePrometheus(), RecordingNotifier()
+    prometheus.series = []
+
+    async def make(**overrides: object) -> TestClient:
+        settings = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            temporal_address=dev_server.client.service_client.config.target_host,
+            temporal_task_queue=task_queue,
+            **overrides,
+        )
+        gateway = IncidentGateway(dev_server.client, settings, IncidentSettings(approvers=settings.approvers))
+        client = TestClient(TestServer(create_app(gateway, settings)))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    async with incident_worker(dev_server.client, task_queue, prometheus, notifier):
+        yield make
+        for client in clients:
+            await client.close()
+
+
+async def assert_no_incident(env: WorkflowEnvironment, group_key: str) -> None:
+    with pytest.raises(RPCError) as info:
+        await env.client.get_workflow_handle(incident_workflow_id(group_key)).describe()
+    assert info.value.status == RPCStatusCode.NOT_FOUND
+
+
+async def wait_phase(client: TestClient, workflow_id: str, phase: str, timeout_s: float = 15) -> dict:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    body: dict = {}
+    while asyncio.get_running_loop().time() < deadline:
+        response = await client.get(f"/incidents/{workflow_id}")
+        if response.status == 200:
+            body = await response.json()
+            if body["phase"] == phase:
+                return body
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{workflow_id} never reached {phase}; last {body.get('phase')}")
+
+
+# ---- bad input gets a clear answer and starts nothing ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda p: p.update(version="3"), "version"),
+        (lambda p: p.update(alerts=[]), "alerts"),
+        (lambda p: p["alerts"][0].pop("labels"), "alerts.0.labels"),
+        (lambda p: p["alerts"][0].update(startsAt="yesterday"), "alerts.0.startsAt"),
+        (lambda p: p.update(status="burning"), "status"),
+    ],
+    ids=["wrong-version", "empty-alerts", "missing-labels", "bad-timestamp", "bad-status"],
+)
+async def test_invalid_payloads_are_400_naming_the_field(front, dev_server, mutate, needle: str) -> None:
+    client = await front()
+    payload = unique_payload(f"bad-{needle}")
+    mutate(payload)
+    response = await client.post("/alerts/alertmanager", json=payload)
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error.startswith("invalid Alertmanager payload: ") and needle in error
+    assert "\n" not in error
+    await assert_no_incident(dev_server, payload["groupKey"])
+
+
+async def test_a_real_payload_missing_its_status_is_refused(front) -> None:
+    client = await front()
+    response = await client.post("/alerts/alertmanager", json=load_payload("prom2teams_without_status.json"))
+    assert response.status == 400
+    assert "status: Field required" in (await response.json())["error"]
+
+
+async def test_malformed_json_is_400(front) -> None:
+    client = await front()
+    response = await client.post("/alerts/alertmanager", data=b'{"version": "4", "alerts": [')
+    assert response.status == 400
+    assert (await response.json())["error"].startswith("malformed JSON")
+
+
+async def test_body_over_one_mib_is_413(front, dev_server) -> None:
+    client = await front()
+    payload = unique_payload("huge")
+    payload["alerts"][0]["annotations"]["description"] = "x" * MAX_BODY_BYTES
+    response = await client.post("/alerts/alertmanager", data=json.dumps(payload).encode())
+    assert response.status == 413
+    assert "limit" in (await response.json())["error"]
+    await assert_no_incident(dev_server, payload["groupKey"])
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong", "Basic s3cret", "Bearer"])
+async def test_webhook_token_is_enforced(front, dev_server, header: str | None) -> None:
+    client = await front(webhook_token=SecretStr("s3cret"))
+    payload = unique_payload(f"auth-{header}")
+    headers = {"Authorization": header} if header else {}
+    response = await client.post("/alerts/alertmanager", json=payload, headers=headers)
+    assert response.status == 401
+    await assert_no_incident(dev_server, payload["groupKey"])
+
+
+async def test_webhook_with_the_right_token_is_accepted(front) -> None:
+    client = await front(webhook_token=SecretStr("s3cret"))
+    response = await client.post(
+        "/alerts/alertmanager", json=unique_payload("auth-ok"), headers={"Authorization": "Bearer s3cret"}
+    )
+    assert response.status == 202
+
+
+# ---- delivery ---------------------------------------------------------------------------------------------------
+
+
+async def test_concurrent_duplicate_deliveries_make_one_incident(front, dev_server) -> None:
+    client = await front()
+    payload = unique_payload("dedup")
+    responses = await asyncio.gather(*(client.post("/alerts/alertmanager", json=payload) for _ in range(3)))
+    assert [r.status for r in responses] == [202, 202, 202]
+    bodies = [(await r.json())["incidents"][0] for r in responses]
+    workflow_id = incident_workflow_id(payload["groupKey"])
+    assert {b["workflow_id"] for b in bodies} == {workflow_id}
+    assert sorted(b["action"] for b in bodies) == ["signalled", "signalled", "started"]
+
+    state = await wait_phase(client, workflow_id, "awaiting_approval")
+    assert len(state["alerts"]) == 1
+    runs = [w async for w in dev_server.client.list_workflows(f'WorkflowId = "{workflow_id}"')]
+    assert len(runs) == 1
+    # The incident is findable in the UI by its search attributes.
+    found = await _visible(dev_server, f'IncidentPhase = "awaiting_approval" AND WorkflowId = "{workflow_id}"')
+    attributes = {key.name: value for key, value in found.typed_search_attributes}
+    assert attributes["AlertName"] == "HighErrorRate"
+    assert attributes["IncidentSeverity"] == "critical"
+    assert attributes["IncidentNamespace"] == "food"
+    assert attributes["IncidentService"] == "search"
+    assert attributes["RootCauseCategory"] == "bad_deploy"
+    assert attributes["DiagnosisConfidence"] == pytest.approx(0.45)
+
+
+async def _visible(env: WorkflowEnvironment, query: str, timeout_s: float = 10):
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        found = [w async for w in env.client.list_workflows(query)]
+        if found:
+            return found[0]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"nothing visible for {query}")
+
+
+async def test_resolved_notification_signals_a_running_incident_and_is_ignored_otherwise(front) -> None:
+    client = await front()
+    payload = unique_payload("resolve")
+    started = await client.post("/alerts/alertmanager", json=payload)
+    workflow_id = (await started.json())["incidents"][0]["workflow_id"]
+    await wait_phase(client, workflow_id, "awaiting_approval")
+
+    resolved = copy.deepcopy(payload)
+    resolved["status"] = "resolved"
+    resolved["alerts"][0].update(status="resolved", endsAt="2026-01-01T12:30:00Z")
+    response = await client.post("/alerts/alertmanager", json=resolved)
+    assert (await response.json())["incidents"][0]["action"] == "signalled"
+    closed = await wait_phase(client, workflow_id, "closed")
+    assert closed["outcome"] == "resolved"
+
+    # The same resolution again, now that nothing is open for the group: accepted, nothing started.
+    again = await client.post("/alerts/alertmanager", json=resolved)
+    assert again.status == 202
+    assert (await again.json())["incidents"][0] == {
+        "workflow_id": workflow_id,
+        "action": "ignored",
+        "reason": "no open incident for this group",
+    }
+    # A new firing notification for the closed group opens a new run of the same incident id.
+    reopened = await client.post("/alerts/alertmanager", json=payload)
+    assert (await reopened.json())["incidents"][0] == {"workflow_id": workflow_id, "action": "started"}
+
+
+# ---- operator endpoints -----------------------------------------------------------------------------------------
+
+
+async def test_decision_over_http_approves_the_pending_plan(front) -> None:
+    client = await front()
+    response = await client.post("/alerts/alertmanager", json=unique_payload("decide-http"))
+    workflow_id = (await response.json())["incidents"][0]["workflow_id"]
+    state = await wait_phase(client, workflow_id, "awaiting_approval")
+
+    stale = await client.post(
+        f"/incidents/{workflow_id}/decision", json={"approve": True, "by": "alice", "plan_id": "plan-stale"}
+    )
+    assert stale.status == 409 and (await stale.json())["kind"] == "StalePlan"
+    invalid = await client.post(f"/incidents/{workflow_id}/decision", json={"approve": "maybe", "by": "alice"})
+    assert invalid.status == 400 and "approve" in (await invalid.json())["error"]
+
+    ok = await client.post(
+        f"/incidents/{workflow_id}/decision",
+        json={"approve": True, "by": "alice", "reason": "matches the deploy", "plan_id": state["plan"]["id"]},
+    )
+    assert ok.status == 200
+    assert (await ok.json()) == {
+        "accepted": True,
+        "phase": "verifying",
+        "plan_id": state["plan"]["id"],
+        "by": "alice",
+    }
+    again = await client.post(f"/incidents/{workflow_id}/decision", json={"approve": False, "by": "alice"})
+    assert again.status == 409 and (await again.json())["kind"] == "NoPendingPlan"
+
+    listed = await (await client.get("/incidents?open=true")).json()
+    assert any(i["workflow_id"] == workflow_id and i["severity"] == "critical" for i in listed["incidents"])
+
+
+async def test_unknown_approver_is_403(front) -> None:
+    client = await front(approvers=["alice"])
+    response = await client.post("/alerts/alertmanager", json=unique_payload("decide-403"))
+    workflow_id = (await response.json())["incidents"][0]["workflow_id"]
+    await wait_phase(client, workflow_id, "awaiting_approval")
+    refused = await client.post(f"/incidents/{workflow_id}/decision", json={"approve": True, "by": "mallory"})
+    assert refused.status == 403 and (await refused.json())["kind"] == "UnknownApprover"
+
+
+async def test_api_token_guards_decisions(front) -> None:
+    client = await front(api_token=SecretStr("op-token"))
+    workflow_id = incident_workflow_id("whatever")
+    response = await client.post(f"/incidents/{workflow_id}/decision", json={"approve": True, "by": "alice"})
+    assert response.status == 401
+    authorised = await client.post(
+        f"/incidents/{workflow_id}/decision",
+        json={"approve": True, "by": "alice"},
+        headers={"Authorization": "Bearer op-token"},
+    )
+    assert authorised.status == 404  # past the guard: no such incident
+
+
+def test_without_api_token_only_loopback_callers_may_decide() -> None:
+    def request_from(peer: str) -> web.Request:
+        transport = type("T", (), {"get_extra_info": lambda self, key, default=None: (peer, 5555)})()
+        return make_mocked_request("POST", "/incidents/x/decision", transport=transport)
+
+    assert operator_allowed(request_from("127.0.0.1"), None) == (True, "")
+    assert operator_allowed(request_from("::1"), None)[0]
+    allowed, why = operator_allowed(request_from("10.1.2.3"), None)
+    assert not allowed and "loopback" in why
+
+
+async def test_unknown_incident_and_bad_ids_are_404(front) -> None:
+    client = await front()
+    assert (await client.get(f"/incidents/{incident_workflow_id('nobody')}")).status == 404
+    assert (await client.get("/incidents/not-an-incident")).status == 404
+
+
+async def test_cli_decide_reports_refusals_and_successes(front, dev_server, capsys) -> None:
+    client = await front()
+    response = await client.post("/alerts/alertmanager", json=unique_payload("cli"))
+    workflow_id = (await response.json())["incidents"][0]["workflow_id"]
+    await wait_phase(client, workflow_id, "awaiting_approval")
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        temporal_address=dev_server.client.service_client.config.target_host,
+    )
+    assert await starter.decide(settings, workflow_id, Decision(approve=False, by="carol", plan_id="plan-x")) == 1
+    assert "stale" in capsys.readouterr().err
+    assert await starter.decide(settings, workflow_id, Decision(approve=False, by="carol", reason="no")) == 0
+    assert json.loads(capsys.readouterr().out)["phase"] == "escalated"
+
+
+# ---- Temporal down ----------------------------------------------------------------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_temporal_unreachable_is_503_and_not_ready() -> None:
+    settings = Settings(_env_file=None, temporal_address=f"127.0.0.1:{_closed_port()}")  # type: ignore[call-arg]
+    gateway = IncidentGateway(await connect(settings, lazy=True), settings)
+    async with TestClient(TestServer(create_app(gateway, settings))) as client:
+        response = await client.post("/alerts/alertmanager", json=unique_payload("down"))
+        assert response.status == 503
+        assert "retry" in (await response.json())["error"]
+        assert (await client.get("/readyz")).status == 503
+        assert (await client.get("/healthz")).status == 200
