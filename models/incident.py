@@ -256,10 +256,13 @@ class IncidentState(BaseModel):
 
 
 class IncidentInput(BaseModel):
-    """The workflow's argument: settings, and the state carried over by continue-as-new."""
+    """The workflow's argument: settings, and what a continue-as-new carries to the next run."""
 
     settings: IncidentSettings = Field(default_factory=IncidentSettings)
+    # The same incident, continued (history too long): its whole state.
     state: IncidentState | None = None
+    # A new run of the group's incident: notifications that fired again while the previous run was closing.
+    reopened_with: list[AlertNotification] = Field(default_factory=list)
 
 
 class TriageRequest(BaseModel):

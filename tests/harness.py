@@ -101,12 +101,18 @@ class FakePrometheus:
 
 
 class RecordingNotifier:
+    """Stands in for ``notify``; a test can hold an event's notification open to act while it is in flight."""
+
     def __init__(self) -> None:
         self.sent: list[Notification] = []
+        self.hold: dict[str, asyncio.Event] = {}
 
     @activity.defn(name="notify")
     async def notify(self, notification: Notification) -> None:
         self.sent.append(notification)
+        gate = self.hold.get(notification.event)
+        if gate is not None:
+            await gate.wait()
 
     @property
     def events(self) -> list[str]:

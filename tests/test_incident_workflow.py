@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
@@ -178,6 +180,30 @@ async def test_resolution_before_approval_closes_without_acting(rig: Rig) -> Non
     assert final.actions_taken == [] and final.decision is None
     assert "remediating" not in phases(final)
     await capture(handle, "resolved_before_approval")
+
+
+async def test_alerts_firing_again_as_the_incident_closes_open_its_next_run(rig: Rig) -> None:
+    rig.notifier.hold["resolved"] = asyncio.Event()
+    handle, _ = await open_incident(rig)
+    first_run = (await handle.describe()).run_id
+    await rig.gateway.deliver(resolved(rig.notification()))
+    await wait_for_phase(handle, Phase.resolved)  # the run is closing: its "resolved" notification is in flight
+
+    # A late duplicate of the old firing (same startsAt) is no re-fire; a new firing (later startsAt) is.
+    await rig.gateway.deliver(rig.notification(alert()))
+    await rig.gateway.deliver(rig.notification(alert(starts_at=datetime(2026, 1, 1, 13, 0, tzinfo=UTC))))
+    closing = await wait_for(handle, lambda s: any(e.kind == "alerts_fired_again" for e in s.timeline))
+    assert [e.kind for e in closing.timeline].count("alerts_fired_again") == 1
+    rig.notifier.hold["resolved"].set()
+
+    reopened = await wait_for(handle, lambda s: s.phase == Phase.awaiting_approval and s.runs == 1)
+    assert reopened.timeline[0].message.startswith("incident re-opened")
+    assert [a.starts_at.hour for a in reopened.firing_alerts] == [13]
+    assert (await handle.describe()).run_id != first_run
+    previous = rig.env.client.get_workflow_handle(handle.id, run_id=first_run)
+    assert (await previous.describe()).status == WorkflowExecutionStatus.CONTINUED_AS_NEW
+    closed = await previous.query("state", result_type=IncidentState)
+    assert closed.outcome == "resolved" and closed.phase == Phase.closed
 
 
 async def test_failed_verification_escalates(rig: Rig) -> None:

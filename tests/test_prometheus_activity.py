@@ -317,3 +317,14 @@ async def test_timeout_is_a_retryable_source_unavailable(http: aiohttp.ClientSes
     assert caught.value.type == SOURCE_UNAVAILABLE
     assert caught.value.non_retryable is False
     assert "Timeout" in caught.value.message
+
+
+async def test_a_url_that_is_not_a_prometheus_api_is_a_non_retryable_misconfiguration(
+    prometheus: PrometheusServer,
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        activities = PrometheusActivities(f"{prometheus.url}/not-prometheus", session)
+        with pytest.raises(ApplicationError) as info:
+            await activities.instant_query("up")
+    assert info.value.type == "SourceMisconfigured"
+    assert info.value.non_retryable

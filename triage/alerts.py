@@ -53,15 +53,25 @@ def merge_notification(state: IncidentState, notification: AlertNotification) ->
         state.alerts[alert.fingerprint] = alert
         if alert.status == "firing" and (previous is None or previous.status != "firing"):
             newly_firing.append(alert.fingerprint)
-        elif (alert.status == "resolved" and previous is not None and previous.status != "resolved") or (
-            alert.status == "resolved" and previous is None
-        ):
+        elif alert.status == "resolved" and (previous is None or previous.status != "resolved"):
             newly_resolved.append(alert.fingerprint)
     state.notifications += 1
     if not state.group_key:
         state.group_key = notification.group_key
         state.source = notification.source
     return newly_firing, newly_resolved
+
+
+def fires_again(state: IncidentState, notification: AlertNotification) -> list[str]:
+    """Fingerprints this notification would turn (back) to firing, without changing the incident."""
+    again = []
+    for alert in notification.alerts:
+        previous = state.alerts.get(alert.fingerprint)
+        if alert.status != "firing" or (previous is not None and _is_older(alert, previous)):
+            continue
+        if previous is None or previous.status != "firing":
+            again.append(alert.fingerprint)
+    return again
 
 
 def _is_older(candidate: Alert, current: Alert) -> bool:

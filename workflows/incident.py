@@ -48,7 +48,7 @@ with workflow.unsafe.imports_passed_through():
         VerificationOutcome,
         VerificationRecord,
     )
-    from triage.alerts import merge_notification
+    from triage.alerts import fires_again, merge_notification
     from triage.labels import highest_severity
     from triage.summary import details_markdown, one_line_summary
     from workflows.search_attributes import search_attribute_updates
@@ -90,7 +90,14 @@ class IncidentWorkflow:
         else:
             self._state = IncidentState(workflow_id=workflow.info().workflow_id, opened_at=workflow.now())
             # Here rather than in run(): the start signal's handler runs before run() does.
-            self._record("opened", "incident opened")
+            if input.reopened_with:
+                self._record("opened", "incident re-opened: alerts fired again as the previous run closed")
+            else:
+                self._record("opened", "incident opened")
+        # Notifications that fire again once this run has resolved: they open the group's next run.
+        self._fired_after_resolution: list[AlertNotification] = []
+        for notification in input.reopened_with:
+            self.on_alerts(notification)
 
     # ---- the run loop -------------------------------------------------------------------------------------
 
@@ -113,6 +120,9 @@ class IncidentWorkflow:
                 await self._continue_as_new()
             await handlers[self._state.phase]()
         await workflow.wait_condition(workflow.all_handlers_finished)
+        if self._fired_after_resolution:
+            self._record("reopening", "alerts fired again as the incident closed; continuing as a new run")
+            workflow.continue_as_new(IncidentInput(settings=self._settings, reopened_with=self._fired_after_resolution))
         return self._state
 
     async def _await_first_alerts(self) -> None:
@@ -308,7 +318,12 @@ class IncidentWorkflow:
     @workflow.signal(name="alerts")
     def on_alerts(self, notification: AlertNotification) -> None:
         state = self._state
-        if state.phase == Phase.closed:
+        if state.phase in (Phase.resolved, Phase.closed):
+            # This run is done with its alerts; a re-fire belongs to the group's next run, never to the void.
+            again = fires_again(state, notification)
+            if again:
+                self._fired_after_resolution.append(notification)
+                self._record("alerts_fired_again", f"{len(again)} alert(s) fired again", {"fingerprints": again})
             return
         firing, resolved = merge_notification(state, notification)
         if firing:

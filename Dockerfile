@@ -1,0 +1,17 @@
+# One image for the worker and the front door (the command differs).
+FROM python:3.11-slim
+WORKDIR /app
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+COPY pyproject.toml README.md ./
+COPY models models
+COPY workflows workflows
+COPY activities activities
+COPY triage triage
+COPY frontdoor frontdoor
+COPY config config
+COPY devstack devstack
+COPY runbooks runbooks
+COPY worker.py starter.py ./
+RUN pip install --no-cache-dir -e . && useradd --system --uid 10001 agent
+USER agent
+CMD ["python", "worker.py"]

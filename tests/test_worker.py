@@ -1,0 +1,61 @@
+"""The worker as production wires it: real activities, the logging interceptor, runbooks validated at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+import pytest
+import structlog
+from structlog.testing import LogCapture
+from temporalio.testing import WorkflowEnvironment
+
+from config.settings import Settings
+from frontdoor.gateway import IncidentGateway
+from models.incident import Phase
+from tests.harness import notification, wait_for
+from triage.runbooks import RunbookError
+from worker import build_worker
+
+
+@pytest.fixture
+def captured_logs():
+    capture = LogCapture()
+    structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
+    yield capture
+    structlog.reset_defaults()
+
+
+async def test_every_activity_log_line_names_its_incident(
+    time_skipping_env: WorkflowEnvironment, task_queue: str, captured_logs: LogCapture
+) -> None:
+    settings = Settings(_env_file=None, temporal_task_queue=task_queue)  # type: ignore[call-arg]
+    async with aiohttp.ClientSession() as session, build_worker(time_skipping_env.client, settings, session):
+        gateway = IncidentGateway(time_skipping_env.client, settings)
+        delivery = await gateway.deliver(notification(group_key=f'{{}}:{{test="{task_queue}"}}'))
+        handle = time_skipping_env.client.get_workflow_handle(delivery.workflow_id)
+        state = await wait_for(handle, lambda s: s.phase == Phase.awaiting_approval)
+
+    # Prometheus is not configured: a recorded gap, not a failure.
+    assert [(g.source, g.reason) for g in state.evidence.gaps] == [
+        ("prometheus", "Prometheus is not configured (set PROMETHEUS_URL)")
+    ]
+    activity_lines = [entry for entry in captured_logs.entries if "activity" in entry]
+    assert {entry["activity"] for entry in activity_lines} >= {"triage_alerts", "diagnose_incident", "notify"}
+    assert {entry["incident_id"] for entry in activity_lines} == {delivery.workflow_id}
+    approval = next(entry for entry in captured_logs.entries if entry["event"] == "approval_requested")
+    assert approval["plan_id"] == state.plan.id and approval["actions"][0]["type"] == "rollback"
+
+
+async def test_a_broken_runbook_stops_the_worker_naming_file_and_key(
+    time_skipping_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    (tmp_path / "broken.yaml").write_text(
+        "id: broken\ntitle: Broken\nmatch: {alertnames: [X]}\n"
+        "hypotheses:\n  - {category: gremlins, prior: 0.5, summary: s}\n"
+    )
+    settings = Settings(_env_file=None, runbooks_dir=tmp_path)  # type: ignore[call-arg]
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(RunbookError) as info:
+            build_worker(time_skipping_env.client, settings, session)
+    assert "broken.yaml" in str(info.value) and "hypotheses.0.category" in str(info.value)
