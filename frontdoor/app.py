@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from config.settings import Settings
 from frontdoor.auth import bearer_ok, operator_allowed
@@ -21,6 +21,7 @@ from workflows.incident import UNKNOWN_APPROVER
 
 log = structlog.get_logger("frontdoor")
 
+M = TypeVar("M", bound=BaseModel)
 MAX_BODY_BYTES = 1024 * 1024
 GATEWAY: web.AppKey[IncidentGateway] = web.AppKey("gateway", IncidentGateway)
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
@@ -67,6 +68,17 @@ async def _read_json(request: web.Request) -> tuple[Any, web.Response | None]:
         return None, _error(400, f"malformed JSON: {exc}")
 
 
+async def _read_model(request: web.Request, model: type[M], what: str) -> tuple[M | None, web.Response | None]:
+    """The body as ``model``, or the 400/413 answer that names what is wrong with it."""
+    body, problem = await _read_json(request)
+    if problem is not None:
+        return None, problem
+    try:
+        return model.model_validate(body), None
+    except ValidationError as exc:
+        return None, _error(400, f"invalid {what}: {_describe(exc)}")
+
+
 def _describe(error: ValidationError, limit: int = 3) -> str:
     parts = []
     for item in error.errors()[:limit]:
@@ -80,13 +92,9 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     if settings.webhook_token is not None and not bearer_ok(request, settings.webhook_token):
         return _error(401, "missing or wrong bearer token")
-    body, problem = await _read_json(request)
-    if problem is not None:
-        return problem
-    try:
-        webhook = AlertmanagerWebhook.model_validate(body)
-    except ValidationError as exc:
-        return _error(400, f"invalid Alertmanager payload: {_describe(exc)}")
+    webhook, problem = await _read_model(request, AlertmanagerWebhook, "Alertmanager payload")
+    if webhook is None:
+        return problem or _error(400, "empty body")
     notification = notification_from_webhook(webhook, datetime.now(UTC))
     delivery = await request.app[GATEWAY].deliver(notification)
     log.info(
@@ -133,13 +141,9 @@ async def post_decision(request: web.Request) -> web.Response:
     workflow_id = _workflow_id(request)
     if workflow_id is None:
         return _error(404, f"not an incident id (expected {WORKFLOW_ID_PREFIX}...)")
-    body, problem = await _read_json(request)
-    if problem is not None:
-        return problem
-    try:
-        decision = Decision.model_validate(body)
-    except ValidationError as exc:
-        return _error(400, f"invalid decision: {_describe(exc)}")
+    decision, problem = await _read_model(request, Decision, "decision")
+    if decision is None:
+        return problem or _error(400, "empty body")
     try:
         result = await request.app[GATEWAY].decide(workflow_id, decision)
     except IncidentNotFound:

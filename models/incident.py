@@ -261,8 +261,9 @@ class IncidentInput(BaseModel):
     settings: IncidentSettings = Field(default_factory=IncidentSettings)
     # The same incident, continued (history too long): its whole state.
     state: IncidentState | None = None
-    # A new run of the group's incident: notifications that fired again while the previous run was closing.
-    reopened_with: list[AlertNotification] = Field(default_factory=list)
+    # Notifications the new run must still take in: re-fires that arrived while the previous run was closing
+    # (they open the group's next incident run) or that a continued run had set aside.
+    notifications: list[AlertNotification] = Field(default_factory=list)
 
 
 class TriageRequest(BaseModel):

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
 import socket
+import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -16,17 +19,17 @@ from pydantic import SecretStr
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-import starter
 from config.settings import Settings
 from config.temporal import connect
 from frontdoor.app import MAX_BODY_BYTES, create_app
 from frontdoor.auth import operator_allowed
 from frontdoor.gateway import IncidentGateway
-from models.incident import Decision, IncidentSettings
+from models.incident import IncidentSettings
 from tests.conftest import load_payload
 from tests.harness import FakePrometheus, RecordingNotifier, incident_worker
 from triage.identity import incident_workflow_id
 
+ROOT = Path(__file__).resolve().parent.parent
 Factory = Callable[..., "asyncio.Future[TestClient]"]
 
 
@@ -288,19 +291,38 @@ async def test_unknown_incident_and_bad_ids_are_404(front) -> None:
     assert (await client.get("/incidents/not-an-incident")).status == 404
 
 
-async def test_cli_decide_reports_refusals_and_successes(front, dev_server, capsys) -> None:
+async def test_cli_approve_and_reject_report_refusals_and_successes(front, dev_server) -> None:
     client = await front()
     response = await client.post("/alerts/alertmanager", json=unique_payload("cli"))
     workflow_id = (await response.json())["incidents"][0]["workflow_id"]
     await wait_phase(client, workflow_id, "awaiting_approval")
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        temporal_address=dev_server.client.service_client.config.target_host,
-    )
-    assert await starter.decide(settings, workflow_id, Decision(approve=False, by="carol", plan_id="plan-x")) == 1
-    assert "stale" in capsys.readouterr().err
-    assert await starter.decide(settings, workflow_id, Decision(approve=False, by="carol", reason="no")) == 0
-    assert json.loads(capsys.readouterr().out)["phase"] == "escalated"
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": dev_server.client.service_client.config.target_host,
+        "LOG_FORMAT": "json",
+    }
+
+    async def cli(*args: str) -> tuple[int, str, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "starter.py",
+            *args,
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        return process.returncode or 0, out.decode(), err.decode()
+
+    code, _, err = await cli("approve", workflow_id, "--by", "carol", "--plan-id", "plan-x")
+    assert code == 1 and "stale" in err
+    code, out, _ = await cli("reject", workflow_id, "--by", "carol", "--reason", "not the deploy")
+    assert code == 0 and json.loads(out)["phase"] == "escalated"
+    state = await wait_phase(client, workflow_id, "escalated")
+    assert state["decision"]["by"] == "carol" and state["decision"]["approve"] is False
+    code, _, err = await cli("approve", incident_workflow_id("nobody"), "--by", "carol")
+    assert code == 1 and "no running incident" in err
 
 
 # ---- Temporal down ----------------------------------------------------------------------------------------------

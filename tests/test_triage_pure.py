@@ -1301,3 +1301,18 @@ def test_settings_bad_duration_names_the_field(
     assert [error["loc"] for error in excinfo.value.errors()] == [(field,)]
     assert field in str(excinfo.value)
     assert value in str(excinfo.value)
+
+
+def test_settings_read_a_dotenv_file_in_the_working_directory(tmp_path, monkeypatch) -> None:
+    from config.settings import Settings
+
+    for name in ("APPROVAL_TIMEOUT", "APPROVERS", "WEBHOOK_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / ".env").write_text("APPROVAL_TIMEOUT=2m\nAPPROVERS=alice,U024BE7LH\nWEBHOOK_TOKEN=from-dotenv\n")
+    monkeypatch.chdir(tmp_path)
+    settings = Settings()
+    assert settings.approval_timeout == 120.0
+    assert settings.approvers == ["alice", "U024BE7LH"]
+    assert settings.webhook_token is not None and settings.webhook_token.get_secret_value() == "from-dotenv"
+    monkeypatch.setenv("APPROVAL_TIMEOUT", "30s")  # the environment wins over the file
+    assert Settings().approval_timeout == 30.0

@@ -90,13 +90,13 @@ class IncidentWorkflow:
         else:
             self._state = IncidentState(workflow_id=workflow.info().workflow_id, opened_at=workflow.now())
             # Here rather than in run(): the start signal's handler runs before run() does.
-            if input.reopened_with:
+            if input.notifications:
                 self._record("opened", "incident re-opened: alerts fired again as the previous run closed")
             else:
                 self._record("opened", "incident opened")
         # Notifications that fire again once this run has resolved: they open the group's next run.
         self._fired_after_resolution: list[AlertNotification] = []
-        for notification in input.reopened_with:
+        for notification in input.notifications:
             self.on_alerts(notification)
 
     # ---- the run loop -------------------------------------------------------------------------------------
@@ -122,7 +122,7 @@ class IncidentWorkflow:
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self._fired_after_resolution:
             self._record("reopening", "alerts fired again as the incident closed; continuing as a new run")
-            workflow.continue_as_new(IncidentInput(settings=self._settings, reopened_with=self._fired_after_resolution))
+            workflow.continue_as_new(IncidentInput(settings=self._settings, notifications=self._fired_after_resolution))
         return self._state
 
     async def _await_first_alerts(self) -> None:
@@ -476,7 +476,9 @@ class IncidentWorkflow:
     async def _continue_as_new(self) -> None:
         await workflow.wait_condition(workflow.all_handlers_finished)
         self._record("continued_as_new", f"history at {workflow.info().get_current_history_length()} events")
-        workflow.continue_as_new(IncidentInput(settings=self._settings, state=self._state))
+        workflow.continue_as_new(
+            IncidentInput(settings=self._settings, state=self._state, notifications=self._fired_after_resolution)
+        )
 
 
 def _triage_of(state: IncidentState) -> TriageResult:
