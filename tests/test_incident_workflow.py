@@ -249,6 +249,15 @@ async def test_duplicate_notifications_make_one_incident(rig: Rig) -> None:
     assert [e.kind for e in state.timeline].count("alerts_firing") == 2
 
 
+async def test_a_more_severe_alert_joining_raises_the_incident_severity(rig: Rig) -> None:
+    handle, waiting = await open_incident(rig, alert(severity="warning"))
+    assert waiting.severity == "medium"
+    await rig.gateway.deliver(rig.notification(alert(severity="warning"), alert("00000000000000aa", service="cart")))
+    raised = await wait_for(handle, lambda s: s.severity == "critical")
+    assert any(e.kind == "severity_raised" and e.message == "severity medium -> critical" for e in raised.timeline)
+    assert raised.phase == Phase.awaiting_approval  # the decision in flight is not disturbed
+
+
 @pytest.mark.parametrize("rig", [{"approvers": ["alice"]}], indirect=True)
 async def test_decide_validator_rejects_stale_plans_unknown_approvers_and_late_decisions(rig: Rig) -> None:
     handle, waiting = await open_incident(rig)

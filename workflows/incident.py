@@ -332,10 +332,13 @@ class IncidentWorkflow:
             self._record("alerts_resolved", f"{len(resolved)} alert(s) resolved", {"fingerprints": resolved})
         if state.phase != Phase.received and firing:
             severity = highest_severity(alert.labels for alert in state.firing_alerts)
-            if severity != state.severity and _rank(severity) > _rank(state.severity):
+            if _rank(severity) > _rank(state.severity):
                 self._record("severity_raised", f"severity {state.severity.value} -> {severity.value}")
                 state.severity = severity
                 self._publish()
+                return
+        # Details are not a command: keeping the UI's alert counts current costs no history.
+        workflow.set_current_details(details_markdown(state))
 
     @workflow.update(name="decide")
     async def decide(self, decision: Decision) -> DecisionResult:
