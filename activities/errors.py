@@ -8,6 +8,8 @@ SOURCE_NOT_CONFIGURED = "SourceNotConfigured"
 BAD_QUERY = "BadQuery"
 SOURCE_UNAVAILABLE = "SourceUnavailable"
 SOURCE_MISCONFIGURED = "SourceMisconfigured"
+# The source answered 401/403: the agent lacks a credential or a permission; retrying will not help.
+SOURCE_FORBIDDEN = "SourceForbidden"
 
 
 def not_configured(source: str, variable: str) -> ApplicationError:

@@ -8,6 +8,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from models.evidence import Evidence, EvidenceGap, EvidenceItem
+
+__all__ = ["Evidence", "EvidenceGap", "EvidenceItem"]  # re-exported: the incident's vocabulary includes them
+
 
 class Phase(StrEnum):
     received = "received"
@@ -102,23 +106,6 @@ class TimelineEvent(BaseModel):
     kind: str
     message: str
     data: dict[str, Any] = Field(default_factory=dict)
-
-
-class EvidenceItem(BaseModel):
-    source: str
-    kind: str
-    summary: str
-    data: dict[str, Any] = Field(default_factory=dict)
-
-
-class EvidenceGap(BaseModel):
-    source: str
-    reason: str
-
-
-class Evidence(BaseModel):
-    items: list[EvidenceItem] = Field(default_factory=list)
-    gaps: list[EvidenceGap] = Field(default_factory=list)
 
 
 class Workload(BaseModel):
