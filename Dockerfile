@@ -7,6 +7,7 @@ COPY models models
 COPY workflows workflows
 COPY activities activities
 COPY triage triage
+COPY analysis analysis
 COPY frontdoor frontdoor
 COPY config config
 COPY devstack devstack

@@ -11,7 +11,10 @@ import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.alertmanager import AlertmanagerActivities
+from activities.kubernetes import KubernetesActivities, load_kubernetes_client
 from activities.logging_context import IncidentLogContext
+from activities.loki import LokiActivities
 from activities.notify import ConsoleNotifier
 from activities.prometheus import PrometheusActivities
 from activities.triage import TriageActivities
@@ -28,6 +31,9 @@ def build_worker(client: Client, settings: Settings, session: aiohttp.ClientSess
     """The worker with every workflow and activity; tests build it against their own servers."""
     runbooks = load_runbooks(settings.runbooks_dir)
     prometheus = PrometheusActivities(settings.prometheus_url, session)
+    loki = LokiActivities(settings.loki_url, settings.loki_tenant, session)
+    kubernetes = KubernetesActivities(load_kubernetes_client())
+    alertmanager = AlertmanagerActivities(settings.alertmanager_url, session)
     triage = TriageActivities(runbooks)
     notifier = ConsoleNotifier()
     return Worker(
@@ -38,6 +44,10 @@ def build_worker(client: Client, settings: Settings, session: aiohttp.ClientSess
             triage.triage_alerts,
             triage.diagnose_incident,
             prometheus.query_alert_expression,
+            prometheus.gather_metric_evidence,
+            loki.gather_log_evidence,
+            kubernetes.gather_kubernetes_evidence,
+            alertmanager.gather_related_alerts,
             notifier.notify,
         ],
         interceptors=[IncidentLogContext()],
@@ -62,6 +72,8 @@ async def main() -> None:
                 task_queue=settings.temporal_task_queue,
                 temporal=settings.temporal_address,
                 prometheus=settings.prometheus_url or "not configured",
+                loki=settings.loki_url or "not configured",
+                alertmanager=settings.alertmanager_url or "not configured",
             )
             await stop.wait()
             log.info("worker_stopping")

@@ -1,8 +1,16 @@
-"""Prometheus HTTP API (any Prometheus-compatible TSDB): the instant query behind verification."""
+"""Prometheus HTTP API (any Prometheus-compatible TSDB): the alert's own expression, and metric evidence.
+
+Errors follow Prometheus' envelope (``{"status": "error", "errorType", "error"}``): 400 ``bad_data`` and 422
+``execution`` fail the same way on a retry (non-retryable ``BadQuery``); 503, other 5xx, timeouts and refused
+connections may not (retryable ``SourceUnavailable``); a 404 means the URL is not a Prometheus API.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aiohttp
 import structlog
@@ -10,14 +18,33 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.errors import BAD_QUERY, SOURCE_MISCONFIGURED, SOURCE_UNAVAILABLE, not_configured
+from analysis.findings import Series, conditions_of, find_changes, rank_findings
+from analysis.queries import (
+    CLASSIC_REQUESTS,
+    ConditionQuery,
+    MetricQuery,
+    RedConvention,
+    cluster_queries,
+    condition_queries,
+    pod_owner_queries,
+    red_discovery,
+    red_queries,
+    saturation_queries,
+)
+from models.evidence import EvidenceRequest, MetricEvidence
 from models.incident import PromQueryRequest, PromQueryResult, PromSeries
 from triage.promql import series_of_alerts
 
 log = structlog.get_logger(__name__)
 
-
-class PrometheusError(ApplicationError):
-    pass
+# What one evidence pass may cost: a bounded number of points per series, of series per query, of bytes per
+# answer, of queries in flight, and of findings handed on.
+MAX_POINTS = 240
+MIN_STEP_S = 15.0
+MAX_SERIES_PER_QUERY = 300
+MAX_RESPONSE_BYTES = 20 * 1024 * 1024
+CONCURRENT_QUERIES = 4
+MAX_FINDINGS = 25
 
 
 class PrometheusActivities:
@@ -28,24 +55,32 @@ class PrometheusActivities:
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
-    async def instant_query(self, expr: str) -> tuple[datetime, list[PromSeries]]:
+    async def _call(self, path: str, form: dict[str, str]) -> dict[str, Any]:
+        """POST a query to the API and return its ``data``, or raise the typed error its answer deserves."""
         if self._base_url is None:
             raise not_configured("Prometheus", "PROMETHEUS_URL")
-        url = f"{self._base_url}/api/v1/query"
+        url = f"{self._base_url}{path}"
         try:
-            async with self._session.post(url, data={"query": expr}, timeout=self._timeout) as response:
-                body = await _json_or_none(response)
+            async with self._session.post(url, data=form, timeout=self._timeout) as response:
+                raw = await _read_capped(response, MAX_RESPONSE_BYTES)
                 status = response.status
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise ApplicationError(
                 f"Prometheus at {self._base_url} unreachable: {type(exc).__name__}: {exc}",
                 type=SOURCE_UNAVAILABLE,
             ) from exc
+        if len(raw) > MAX_RESPONSE_BYTES:
+            raise ApplicationError(
+                f"Prometheus answer over {MAX_RESPONSE_BYTES} bytes for {form.get('query', '')[:200]}",
+                type=BAD_QUERY,
+                non_retryable=True,
+            )
+        body = _json_object(raw)
         if status == 200 and body and body.get("status") == "success":
-            return datetime.now(UTC), _vector(body.get("data", {}))
+            data = body.get("data")
+            return data if isinstance(data, dict) else {}
         reason = (body or {}).get("error") or f"HTTP {status}"
         error_type = (body or {}).get("errorType", "")
-        # 400 bad_data and 422 execution errors will fail the same way again; 503/5xx and timeouts may not.
         if status == 404:
             raise ApplicationError(
                 f"{url} answered 404: PROMETHEUS_URL does not point at a Prometheus API",
@@ -63,6 +98,35 @@ class PrometheusActivities:
             type=SOURCE_UNAVAILABLE,
         )
 
+    async def instant_query(self, expr: str) -> tuple[datetime, list[PromSeries]]:
+        data = await self._call("/api/v1/query", {"query": expr})
+        return datetime.now(UTC), _vector(data)
+
+    async def range_query(self, expr: str, start: datetime, end: datetime, step_s: float) -> list[Series]:
+        data = await self._call(
+            "/api/v1/query_range",
+            {
+                "query": expr,
+                "start": f"{start.timestamp():.3f}",
+                "end": f"{end.timestamp():.3f}",
+                "step": f"{step_s:g}",
+            },
+        )
+        if data.get("resultType") != "matrix" or not isinstance(data.get("result"), list):
+            raise ApplicationError(
+                f"Prometheus returned {data.get('resultType')!r}, expected a range matrix",
+                type=BAD_QUERY,
+                non_retryable=True,
+            )
+        return [
+            Series(
+                labels=dict(item.get("metric", {})),
+                timestamps=[float(point[0]) for point in item.get("values", [])],
+                values=[float(point[1]) for point in item.get("values", [])],
+            )
+            for item in data["result"][:MAX_SERIES_PER_QUERY]
+        ]
+
     @activity.defn
     async def query_alert_expression(self, request: PromQueryRequest) -> PromQueryResult:
         """Evaluate the alert's own expression now; keep only the series that belong to the incident."""
@@ -74,16 +138,122 @@ class PrometheusActivities:
         log.info("prometheus_query", expr=request.expr, series=len(series), matching=len(ours))
         return PromQueryResult(expr=request.expr, evaluated_at=evaluated_at, series=ours, total_series=len(series))
 
+    @activity.defn
+    async def gather_metric_evidence(self, request: EvidenceRequest) -> MetricEvidence:
+        """RED and saturation of the namespace's workloads, and shared infrastructure, searched for changes."""
+        evidence = MetricEvidence()
+        conventions, pod_owners = await asyncio.gather(
+            self._red_conventions(request.namespace), self._pod_owners(request.namespace)
+        )
+        evidence.pod_owners = pod_owners
+        evidence.red_convention = _dominant(conventions)
+        if not conventions:
+            evidence.notes.append(f"no HTTP request metrics in namespace {request.namespace}")
+        queries = [
+            q for convention in sorted(set(conventions.values())) for q in red_queries(request.namespace, convention)
+        ]
+        queries += saturation_queries(request.namespace) + cluster_queries()
+        start = request.onset - timedelta(seconds=request.baseline_s)
+        end = request.at
+        step = max(MIN_STEP_S, (end - start).total_seconds() / MAX_POINTS)
+        limit = asyncio.Semaphore(CONCURRENT_QUERIES)
 
-async def _json_or_none(response: aiohttp.ClientResponse) -> dict | None:
+        async def run(query: MetricQuery) -> list[Series]:
+            async with limit:
+                return await self.range_query(query.expr, start, end, step)
+
+        async def check(query: ConditionQuery) -> list[PromSeries]:
+            async with limit:
+                return (await self.instant_query(query.expr))[1]
+
+        checks = condition_queries(request.namespace)
+        answers, states = await asyncio.gather(
+            asyncio.gather(*(run(query) for query in queries), return_exceptions=True),
+            asyncio.gather(*(check(query) for query in checks), return_exceptions=True),
+        )
+        for condition, state in zip(checks, states, strict=True):
+            if isinstance(state, BaseException):
+                _bad_query_or_raise(state)
+                evidence.notes.append(f"{condition.metric}: {state}")
+                continue
+            evidence.conditions += conditions_of(condition, [(s.labels, s.value) for s in state])[:MAX_FINDINGS]
+        findings = []
+        for query, answer in zip(queries, answers, strict=True):
+            if isinstance(answer, BaseException):
+                _bad_query_or_raise(answer)
+                evidence.notes.append(f"{query.metric}: {answer}")
+                continue
+            findings += find_changes(query, answer, onset=request.onset, pod_owners=pod_owners)
+        evidence.queries = len(queries) + len(checks) + 3
+        evidence.findings = rank_findings(findings, MAX_FINDINGS)
+        log.info(
+            "metric_evidence",
+            queries=evidence.queries,
+            findings=len(evidence.findings),
+            red_convention=evidence.red_convention,
+        )
+        return evidence
+
+    async def _red_conventions(self, namespace: str) -> dict[str, RedConvention]:
+        """service -> the request counter it exposes (classic wins when a service exposes both)."""
+        _, series = await self.instant_query(red_discovery(namespace))
+        found: dict[str, RedConvention] = {}
+        for item in series:
+            service = item.labels.get("service", "")
+            convention: RedConvention = "classic" if item.labels.get("__name__") == CLASSIC_REQUESTS else "otel"
+            if found.get(service) != "classic":
+                found[service] = convention
+        return found
+
+    async def _pod_owners(self, namespace: str) -> dict[str, str]:
+        """pod -> Deployment, through kube-state-metrics' ownership series."""
+        pod_query, replicaset_query = pod_owner_queries(namespace)
+        (_, pods), (_, replicasets) = await asyncio.gather(
+            self.instant_query(pod_query), self.instant_query(replicaset_query)
+        )
+        deployment_of = {s.labels.get("replicaset", ""): s.labels.get("owner_name", "") for s in replicasets}
+        return {
+            s.labels["pod"]: deployment_of[s.labels.get("owner_name", "")]
+            for s in pods
+            if "pod" in s.labels and deployment_of.get(s.labels.get("owner_name", ""))
+        }
+
+
+def _bad_query_or_raise(error: BaseException) -> None:
+    """One rejected query is a note; anything else means the source failed: a gap (or a retry), not half a truth."""
+    if not isinstance(error, ApplicationError) or error.type != BAD_QUERY:
+        raise error
+
+
+def _dominant(conventions: dict[str, RedConvention]) -> RedConvention | None:
+    """The convention most of the namespace's services speak (reported; queries run for every one found)."""
+    values = list(conventions.values())
+    if not values:
+        return None
+    return "classic" if values.count("classic") >= values.count("otel") else "otel"
+
+
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body up to ``limit`` + 1 bytes: enough to tell a too-large answer without holding all of it."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            break
+    return b"".join(chunks)
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
     try:
-        body = await response.json(content_type=None)
+        body = json.loads(raw)
     except ValueError:
         return None
     return body if isinstance(body, dict) else None
 
 
-def _vector(data: dict) -> list[PromSeries]:
+def _vector(data: dict[str, Any]) -> list[PromSeries]:
     result_type = data.get("resultType")
     result = data.get("result")
     if result_type == "scalar" and isinstance(result, list) and len(result) == 2:

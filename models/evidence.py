@@ -59,9 +59,20 @@ class SeriesChange(BaseModel):
     summary: str
 
 
+class Condition(BaseModel):
+    """A state that matters now, changed lately or not: a certificate about to expire, a full volume."""
+
+    metric: str
+    workload: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    value: float
+    summary: str
+
+
 class MetricEvidence(BaseModel):
     red_convention: Literal["classic", "otel"] | None = None
     findings: list[SeriesChange] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list)
     pod_owners: dict[str, str] = Field(default_factory=dict)  # pod -> Deployment
     queries: int = 0
     notes: list[str] = Field(default_factory=list)
@@ -167,6 +178,7 @@ class RelatedAlerts(BaseModel):
 class Evidence(BaseModel):
     items: list[EvidenceItem] = Field(default_factory=list)
     findings: list[SeriesChange] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list)
     red_convention: str | None = None
     rollouts: list[Rollout] = Field(default_factory=list)
     pods: list[PodStatus] = Field(default_factory=list)

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
 from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
+from activities.alertmanager import AlertmanagerActivities
+from activities.kubernetes import KubernetesActivities
+from activities.loki import LokiActivities
 from activities.triage import TriageActivities
+from models.evidence import EvidenceRequest, MetricEvidence
 from models.incident import (
     Alert,
     AlertNotification,
@@ -86,6 +92,8 @@ class FakePrometheus:
         self.series: list[PromSeries] = [PromSeries(labels={"namespace": "food", "service": "search"}, value=0.35)]
         self.error: ApplicationError | None = None
         self.calls: list[PromQueryRequest] = []
+        self.metric_evidence = MetricEvidence()
+        self.evidence_requests: list[EvidenceRequest] = []
 
     @activity.defn(name="query_alert_expression")
     async def query_alert_expression(self, request: PromQueryRequest) -> PromQueryResult:
@@ -98,6 +106,13 @@ class FakePrometheus:
             series=list(self.series),
             total_series=len(self.series),
         )
+
+    @activity.defn(name="gather_metric_evidence")
+    async def gather_metric_evidence(self, request: EvidenceRequest) -> MetricEvidence:
+        self.evidence_requests.append(request)
+        if self.error is not None:
+            raise self.error
+        return self.metric_evidence
 
 
 class RecordingNotifier:
@@ -119,19 +134,34 @@ class RecordingNotifier:
         return [n.event for n in self.sent]
 
 
-def incident_worker(client: Client, task_queue: str, prometheus: FakePrometheus, notifier: RecordingNotifier) -> Worker:
+@asynccontextmanager
+async def incident_worker(
+    client: Client, task_queue: str, prometheus: FakePrometheus, notifier: RecordingNotifier
+) -> AsyncIterator[Worker]:
+    """The incident's worker with Prometheus and the notifier stood in; the other sources are the real
+    adapters, unconfigured, so every incident records their real "not configured" gaps."""
     triage = TriageActivities(RUNBOOKS)
-    return Worker(
-        client,
-        task_queue=task_queue,
-        workflows=[IncidentWorkflow],
-        activities=[
-            triage.triage_alerts,
-            triage.diagnose_incident,
-            prometheus.query_alert_expression,
-            notifier.notify,
-        ],
-    )
+    async with aiohttp.ClientSession() as session:
+        loki = LokiActivities(None, None, session)
+        kubernetes = KubernetesActivities(None)
+        alertmanager = AlertmanagerActivities(None, session)
+        worker = Worker(
+            client,
+            task_queue=task_queue,
+            workflows=[IncidentWorkflow],
+            activities=[
+                triage.triage_alerts,
+                triage.diagnose_incident,
+                prometheus.query_alert_expression,
+                prometheus.gather_metric_evidence,
+                loki.gather_log_evidence,
+                kubernetes.gather_kubernetes_evidence,
+                alertmanager.gather_related_alerts,
+                notifier.notify,
+            ],
+        )
+        async with worker:
+            yield worker
 
 
 async def state_of(handle: WorkflowHandle) -> IncidentState:

@@ -222,15 +222,19 @@ async def test_unavailable_prometheus_is_a_gap_and_verification_is_inconclusive(
         "Prometheus rejected the query: parse error", type="BadQuery", non_retryable=True
     )
     handle, waiting = await open_incident(rig)
-    assert [(g.source, g.reason) for g in waiting.evidence.gaps] == [
-        ("prometheus", "Prometheus rejected the query: parse error")
+    # The alert probe and the metric search met the same refusal: one gap. The unset sources are gaps too.
+    assert sorted((g.source, g.reason) for g in waiting.evidence.gaps) == [
+        ("alertmanager", "Alertmanager is not configured (set ALERTMANAGER_URL)"),
+        ("kubernetes", "Kubernetes is not configured (set KUBECONFIG)"),
+        ("loki", "Loki is not configured (set LOKI_URL)"),
+        ("prometheus", "Prometheus rejected the query: parse error"),
     ]
     await handle.execute_update(IncidentWorkflow.decide, Decision(approve=True, by="alice"))
     await rig.env.sleep(301)
     escalated = await wait_for_phase(handle, Phase.escalated)
     assert escalated.verification[-1].outcome == "inconclusive"
     assert "parse error" in (escalated.escalation_reason or "")
-    assert len(escalated.evidence.gaps) == 1  # verification does not add evidence
+    assert len(escalated.evidence.gaps) == 4  # verification does not add evidence
 
 
 async def test_duplicate_notifications_make_one_incident(rig: Rig) -> None:

@@ -602,7 +602,8 @@ def test_every_payload_in_the_folder_is_accounted_for() -> None:
         "prom2teams_all_ok_multiple.json",
     }
     expected_invalid = {"prom2teams_without_status.json": ("status",)}
-    names = {path.name for path in PAYLOADS.glob("*.json")}
+    # Other sources keep their fixtures here too, prefixed by source (kube_, loki_): they are not webhook bodies.
+    names = {path.name for path in PAYLOADS.glob("*.json") if not path.name.startswith(("kube_", "loki_"))}
     assert names == expected_valid | set(expected_invalid)
     for name in sorted(expected_valid):
         assert webhook(name).alerts, name

@@ -27,8 +27,16 @@ def captured_logs():
 
 
 async def test_every_activity_log_line_names_its_incident(
-    time_skipping_env: WorkflowEnvironment, task_queue: str, captured_logs: LogCapture
+    time_skipping_env: WorkflowEnvironment,
+    task_queue: str,
+    captured_logs: LogCapture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Nothing configured, and no kubeconfig of this machine's either: the defaults must run on their own.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for variable in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST"):
+        monkeypatch.delenv(variable, raising=False)
     settings = Settings(_env_file=None, temporal_task_queue=task_queue)  # type: ignore[call-arg]
     async with aiohttp.ClientSession() as session, build_worker(time_skipping_env.client, settings, session):
         gateway = IncidentGateway(time_skipping_env.client, settings)
@@ -36,9 +44,12 @@ async def test_every_activity_log_line_names_its_incident(
         handle = time_skipping_env.client.get_workflow_handle(delivery.workflow_id)
         state = await wait_for(handle, lambda s: s.phase == Phase.awaiting_approval)
 
-    # Prometheus is not configured: a recorded gap, not a failure.
-    assert [(g.source, g.reason) for g in state.evidence.gaps] == [
-        ("prometheus", "Prometheus is not configured (set PROMETHEUS_URL)")
+    # Every source unset: recorded gaps naming what to set, not failures.
+    assert sorted((g.source, g.reason) for g in state.evidence.gaps) == [
+        ("alertmanager", "Alertmanager is not configured (set ALERTMANAGER_URL)"),
+        ("kubernetes", "Kubernetes is not configured (set KUBECONFIG)"),
+        ("loki", "Loki is not configured (set LOKI_URL)"),
+        ("prometheus", "Prometheus is not configured (set PROMETHEUS_URL)"),
     ]
     activity_lines = [entry for entry in captured_logs.entries if "activity" in entry]
     assert {entry["activity"] for entry in activity_lines} >= {"triage_alerts", "diagnose_incident", "notify"}

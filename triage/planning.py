@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
+from models.evidence import EvidenceRequest
 from models.incident import (
     Action,
     ActionType,
@@ -13,6 +15,7 @@ from models.incident import (
     Diagnosis,
     Evidence,
     Hypothesis,
+    IncidentState,
     TriageResult,
     Workload,
 )
@@ -47,6 +50,23 @@ def lead_alert(alerts: Sequence[Alert]) -> Alert:
     return min(
         alerts,
         key=lambda alert: (rank[highest_severity([alert.labels]).value], alert.starts_at, alert.fingerprint),
+    )
+
+
+def evidence_request(state: IncidentState, at: datetime) -> EvidenceRequest:
+    """What the evidence sources are asked about, from what the incident knows now."""
+    alerts = state.firing_alerts or list(state.alerts.values())
+    lead = lead_alert(alerts)
+    return EvidenceRequest(
+        workflow_id=state.workflow_id,
+        alertname=state.alertname,
+        namespace=state.namespace,
+        workload=state.service,
+        pod=pod_of(lead.labels),
+        node=lead.labels.get("node", ""),
+        alert_labels=[dict(alert.labels) for alert in alerts],
+        onset=min(alert.starts_at for alert in alerts),
+        at=at,
     )
 
 

@@ -12,18 +12,27 @@ world is touched only through activities.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.errors import BAD_QUERY, SOURCE_MISCONFIGURED, SOURCE_NOT_CONFIGURED
     from activities.notify import ConsoleNotifier
     from activities.prometheus import PrometheusActivities
     from activities.triage import TriageActivities
+    from analysis.budget import bound_evidence
+    from analysis.evidence import (
+        describe_kubernetes,
+        describe_logs,
+        describe_metrics,
+        describe_related,
+        fold_evidence,
+    )
     from config.durations import format_duration
     from models.incident import (
         ActionRecord,
@@ -50,7 +59,10 @@ with workflow.unsafe.imports_passed_through():
     )
     from triage.alerts import fires_again, merge_notification
     from triage.labels import highest_severity
+    from triage.planning import evidence_request
     from triage.summary import details_markdown, one_line_summary
+    from workflows.evidence import gather_evidence
+    from workflows.failures import failure_reason
     from workflows.search_attributes import search_attribute_updates
 
 # Error types a decide update can be rejected with; the front door maps them to HTTP statuses.
@@ -58,6 +70,9 @@ NO_PENDING_PLAN = "NoPendingPlan"
 STALE_PLAN = "StalePlan"
 UNKNOWN_APPROVER = "UnknownApprover"
 ALREADY_DECIDED = "AlreadyDecided"
+
+# Incidents started before the investigating phase asked every evidence source replay without it.
+EVIDENCE_SOURCES_PATCH = "evidence-sources-v1"
 
 TIMELINE_LIMIT = 500
 TIMELINE_KEEP_HEAD = 50
@@ -142,7 +157,7 @@ class IncidentWorkflow:
                 retry_policy=_PURE_RETRY,
             )
         except ActivityError as err:
-            self._escalate(f"triage failed: {_cause(err)}")
+            self._escalate(f"triage failed: {failure_reason(err)}")
             return
         state = self._state
         state.severity, state.alertname, state.namespace = result.severity, result.alertname, result.namespace
@@ -156,28 +171,59 @@ class IncidentWorkflow:
         self._enter(Phase.investigating, "gathering evidence")
 
     async def _investigate(self) -> None:
+        if workflow.patched(EVIDENCE_SOURCES_PATCH):
+            await asyncio.gather(self._probe_alert_expression(), self._gather_sources())
+            state = self._state
+            state.evidence = bound_evidence(state.evidence)
+            if state.evidence.dropped:
+                self._record("evidence_bounded", "evidence cut to its budget", dict(state.evidence.dropped))
+        else:
+            # Incidents that were investigating before every source existed replay as they ran.
+            await self._probe_alert_expression()
+        self._enter(Phase.diagnosing, "ranking hypotheses")
+
+    async def _probe_alert_expression(self) -> None:
+        """The alert's own expression, now: is the condition still there, and on which series?"""
         expr = self._state.alert_expr
         if expr is None:
             self._gap("prometheus", "the alert carries no expression (generatorURL without g0.expr)")
-        else:
-            result, problem = await self._query_alert_expression(expr)
-            if result is None:
-                self._gap("prometheus", problem)
-            else:
-                values = ", ".join(f"{series.value:g}" for series in result.series[:5])
-                self._state.evidence.items.append(
-                    EvidenceItem(
-                        source="prometheus",
-                        kind="alert_expression",
-                        summary=(
-                            f"the alert expression returns {len(result.series)} series for this incident now"
-                            + (f" (values {values})" if values else "")
-                        ),
-                        data=result.model_dump(mode="json"),
-                    )
-                )
-                self._record("evidence", self._state.evidence.items[-1].summary)
-        self._enter(Phase.diagnosing, "ranking hypotheses")
+            return
+        result, problem = await self._query_alert_expression(expr)
+        if result is None:
+            self._gap("prometheus", problem)
+            return
+        values = ", ".join(f"{series.value:g}" for series in result.series[:5])
+        self._state.evidence.items.append(
+            EvidenceItem(
+                source="prometheus",
+                kind="alert_expression",
+                summary=(
+                    f"the alert expression returns {len(result.series)} series for this incident now"
+                    + (f" (values {values})" if values else "")
+                ),
+                data=result.model_dump(mode="json"),
+            )
+        )
+        self._record("evidence", self._state.evidence.items[-1].summary)
+
+    async def _gather_sources(self) -> None:
+        state = self._state
+        gathered = await gather_evidence(evidence_request(state, workflow.now()))
+        for gap in gathered.gaps:
+            self._gap(gap.source, gap.reason)
+        state.evidence = fold_evidence(
+            state.evidence, gathered.metrics, gathered.logs, gathered.kubernetes, gathered.related
+        )
+        if gathered.metrics is not None:
+            self._record("evidence", f"prometheus: {describe_metrics(gathered.metrics)}", {"source": "prometheus"})
+        if gathered.logs is not None:
+            self._record("evidence", f"loki: {describe_logs(gathered.logs)}", {"source": "loki"})
+        if gathered.kubernetes is not None:
+            self._record(
+                "evidence", f"kubernetes: {describe_kubernetes(gathered.kubernetes)}", {"source": "kubernetes"}
+            )
+        if gathered.related is not None:
+            self._record("evidence", f"alertmanager: {describe_related(gathered.related)}", {"source": "alertmanager"})
 
     async def _diagnose(self) -> None:
         state = self._state
@@ -193,7 +239,7 @@ class IncidentWorkflow:
                 retry_policy=_PURE_RETRY,
             )
         except ActivityError as err:
-            self._escalate(f"diagnosis failed: {_cause(err)}")
+            self._escalate(f"diagnosis failed: {failure_reason(err)}")
             return
         state.diagnosis = result.diagnosis
         state.plan = Plan(id=f"plan-{workflow.uuid4().hex[:12]}", actions=result.actions, rationale=result.rationale)
@@ -403,7 +449,7 @@ class IncidentWorkflow:
                 retry_policy=_PROMETHEUS_RETRY,
             )
         except ActivityError as err:
-            return None, _cause(err)
+            return None, failure_reason(err)
         return result, ""
 
     async def _notify(self, event: str, text: str) -> None:
@@ -425,7 +471,7 @@ class IncidentWorkflow:
                 retry_policy=_NOTIFY_RETRY,
             )
         except ActivityError as err:
-            self._record("notify_failed", f"{event}: {_cause(err)}")
+            self._record("notify_failed", f"{event}: {failure_reason(err)}")
         else:
             self._record("notified", event)
 
@@ -449,7 +495,10 @@ class IncidentWorkflow:
         self._enter(Phase.closed, outcome)
 
     def _gap(self, source: str, reason: str) -> None:
-        self._state.evidence.gaps.append(EvidenceGap(source=source, reason=reason))
+        gap = EvidenceGap(source=source, reason=reason)
+        if gap in self._state.evidence.gaps:
+            return  # e.g. an unset Prometheus, met by the alert probe and the metric search alike
+        self._state.evidence.gaps.append(gap)
         self._record("evidence_gap", f"{source}: {reason}")
 
     def _verified(self, method: str, outcome: VerificationOutcome, detail: str, expr: str | None = None) -> None:
@@ -498,13 +547,3 @@ def _triage_of(state: IncidentState) -> TriageResult:
 
 def _rank(severity: object) -> int:
     return ["low", "medium", "high", "critical"].index(str(severity))
-
-
-def _cause(err: ActivityError) -> str:
-    """The innermost application error's message: what actually went wrong, without the wrapping."""
-    cause: BaseException | None = err.cause
-    while isinstance(cause, FailureError) and not isinstance(cause, ApplicationError) and cause.cause is not None:
-        cause = cause.cause
-    if isinstance(cause, ApplicationError):
-        return cause.message
-    return str(cause) if cause is not None else str(err)
