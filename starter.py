@@ -17,6 +17,7 @@ import structlog
 from aiohttp import web
 
 from config.logging import configure_logging
+from config.process import exit_now
 from config.settings import Settings, get_settings
 from config.temporal import connect
 from frontdoor.app import create_app
@@ -91,4 +92,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

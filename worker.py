@@ -19,6 +19,7 @@ from activities.notify import ConsoleNotifier
 from activities.prometheus import PrometheusActivities
 from activities.triage import TriageActivities
 from config.logging import configure_logging
+from config.process import exit_now
 from config.settings import Settings, get_settings
 from config.temporal import connect_with_retry
 from triage.runbooks import load_runbooks
@@ -82,3 +83,4 @@ async def main() -> None:
 
 if __name__ == "__main__":
     asyncio.run(main())
+    exit_now(0)

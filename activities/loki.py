@@ -47,6 +47,7 @@ from activities.errors import (
     SOURCE_UNAVAILABLE,
     not_configured,
 )
+from activities.http_body import read_capped
 from models.evidence import EvidenceRequest, LogEvidence, LogTemplate
 
 log = structlog.get_logger(__name__)
@@ -60,7 +61,6 @@ TEMPLATE_CHARS = 500
 MINE_CHARS = 1000
 MAX_WORKLOADS = 10
 _JSON_LINE_CHARS = 16 * 1024  # longer JSON lines are mined as raw text (no parse)
-_CHUNK_BYTES = 64 * 1024
 _ERROR_BODY_BYTES = 4096
 _ERROR_TEXT_CHARS = 500
 
@@ -224,7 +224,7 @@ class LokiActivities:
             async with self._session.get(url, params=params, headers=headers, timeout=self._timeout) as response:
                 status = response.status
                 limit = self._max_response_bytes if status == 200 else _ERROR_BODY_BYTES
-                body, cut = await _read_capped(response, limit)
+                body, cut = await read_capped(response, limit)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise ApplicationError(
                 f"Loki at {self._base_url} unreachable: {type(exc).__name__}: {exc}",
@@ -359,19 +359,6 @@ def _ns(moment: datetime) -> int:
 
 def _datetime(ns: int) -> datetime:
     return _EPOCH + timedelta(microseconds=ns // 1000)
-
-
-async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
-    """At most ``limit`` bytes of the body, read in chunks; True when there was more (the rest is never read)."""
-    chunks: list[bytes] = []
-    size = 0
-    while size <= limit:
-        chunk = await response.content.read(min(_CHUNK_BYTES, limit + 1 - size))
-        if not chunk:
-            return b"".join(chunks), False
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)[:limit], True
 
 
 def _error_text(body: bytes) -> str:

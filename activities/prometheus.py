@@ -18,6 +18,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.errors import BAD_QUERY, SOURCE_MISCONFIGURED, SOURCE_UNAVAILABLE, not_configured
+from activities.http_body import read_capped
 from analysis.findings import Series, conditions_of, find_changes, rank_findings
 from analysis.queries import (
     CLASSIC_REQUESTS,
@@ -62,14 +63,14 @@ class PrometheusActivities:
         url = f"{self._base_url}{path}"
         try:
             async with self._session.post(url, data=form, timeout=self._timeout) as response:
-                raw = await _read_capped(response, MAX_RESPONSE_BYTES)
+                raw, too_large = await read_capped(response, MAX_RESPONSE_BYTES)
                 status = response.status
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise ApplicationError(
                 f"Prometheus at {self._base_url} unreachable: {type(exc).__name__}: {exc}",
                 type=SOURCE_UNAVAILABLE,
             ) from exc
-        if len(raw) > MAX_RESPONSE_BYTES:
+        if too_large:
             raise ApplicationError(
                 f"Prometheus answer over {MAX_RESPONSE_BYTES} bytes for {form.get('query', '')[:200]}",
                 type=BAD_QUERY,
@@ -231,18 +232,6 @@ def _dominant(conventions: dict[str, RedConvention]) -> RedConvention | None:
     if not values:
         return None
     return "classic" if values.count("classic") >= values.count("otel") else "otel"
-
-
-async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The body up to ``limit`` + 1 bytes: enough to tell a too-large answer without holding all of it."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_chunked(64 * 1024):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            break
-    return b"".join(chunks)
 
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:

@@ -316,13 +316,13 @@ async def test_cli_approve_and_reject_report_refusals_and_successes(front, dev_s
         return process.returncode or 0, out.decode(), err.decode()
 
     code, _, err = await cli("approve", workflow_id, "--by", "carol", "--plan-id", "plan-x")
-    assert code == 1 and "stale" in err
-    code, out, _ = await cli("reject", workflow_id, "--by", "carol", "--reason", "not the deploy")
-    assert code == 0 and json.loads(out)["phase"] == "escalated"
+    assert code == 1 and "stale" in err, err
+    code, out, err = await cli("reject", workflow_id, "--by", "carol", "--reason", "not the deploy")
+    assert code == 0 and json.loads(out)["phase"] == "escalated", err
     state = await wait_phase(client, workflow_id, "escalated")
     assert state["decision"]["by"] == "carol" and state["decision"]["approve"] is False
     code, _, err = await cli("approve", incident_workflow_id("nobody"), "--by", "carol")
-    assert code == 1 and "no running incident" in err
+    assert code == 1 and "no running incident" in err, err
 
 
 # ---- Temporal down ----------------------------------------------------------------------------------------------

@@ -182,7 +182,15 @@ async def test_resolution_before_approval_closes_without_acting(rig: Rig) -> Non
     await capture(handle, "resolved_before_approval")
 
 
-async def test_alerts_firing_again_as_the_incident_closes_open_its_next_run(rig: Rig) -> None:
+@pytest_asyncio.fixture
+async def dev_rig(dev_server: WorkflowEnvironment, task_queue: str):
+    async for value in make_rig_factory(dev_server, task_queue)(max_history_events=60, verify_after_s=1):
+        yield value
+
+
+async def test_alerts_firing_again_as_the_incident_closes_open_its_next_run(dev_rig: Rig) -> None:
+    # On the dev server: the closing run continues as new while signals arrive (see the continue-as-new test).
+    rig = dev_rig
     rig.notifier.hold["resolved"] = asyncio.Event()
     handle, _ = await open_incident(rig)
     first_run = (await handle.describe()).run_id
@@ -284,12 +292,6 @@ async def test_decide_validator_rejects_stale_plans_unknown_approvers_and_late_d
     late = await refused(Decision(approve=True, by="alice"))
     assert late.type == "NoPendingPlan"
     await capture(handle, "validator_rejections")
-
-
-@pytest_asyncio.fixture
-async def dev_rig(dev_server: WorkflowEnvironment, task_queue: str):
-    async for value in make_rig_factory(dev_server, task_queue)(max_history_events=60, verify_after_s=1):
-        yield value
 
 
 async def test_continue_as_new_keeps_the_state(dev_rig: Rig) -> None:

@@ -91,8 +91,7 @@ def diagnose(
             actions=[Action(type=ActionType.escalate, reason="no runbook for this alert", risk="low")],
             rationale="no runbook matched",
         )
-    cited = [f"runbook {runbook.id} matches alertname {result.alertname}"]
-    cited += [f"{item.source}: {item.summary}" for item in evidence.items]
+    cited = [f"runbook {runbook.id} matches alertname {result.alertname}", *cited_evidence(evidence)]
     hypotheses = sorted(
         (
             Hypothesis(category=h.category, confidence=h.prior, evidence=list(cited), root_cause=place)
@@ -118,6 +117,18 @@ def diagnose(
         actions=actions,
         rationale=f"runbook {runbook.id}: most likely {best.category.value} (prior {best.confidence:.2f})",
     )
+
+
+def cited_evidence(evidence: Evidence, per_kind: int = 3) -> list[str]:
+    """The evidence a person would quote first: the alert probe, the strongest changes, what is wrong now, the
+    rollouts, and log lines that are new. (Scoring hypotheses against it is the diagnosis stage's work.)"""
+    cited = [f"{item.source}: {item.summary}" for item in evidence.items]
+    cited += [f"prometheus: {finding.summary}" for finding in evidence.findings[:per_kind]]
+    cited += [f"prometheus: {condition.summary}" for condition in evidence.conditions[:per_kind]]
+    cited += [f"kubernetes: {rollout.summary}" for rollout in evidence.rollouts[:per_kind]]
+    new_templates = [template for template in evidence.log_templates if template.new]
+    cited += [f"loki: new (x{t.count}) {t.template[:160]}" for t in new_templates[:per_kind]]
+    return cited
 
 
 def _actions_for(category: Category, candidates: Sequence[RunbookAction], labels: dict[str, str]) -> list[Action]:

@@ -13,6 +13,35 @@ def one_line_summary(state: IncidentState) -> str:
     return f"{head}: {state.title}" if state.title else head
 
 
+EVIDENCE_SHOWN = 3
+
+
+def evidence_lines(state: IncidentState) -> list[str]:
+    """The strongest of each kind of evidence, one Markdown bullet each (the state has the rest)."""
+    evidence = state.evidence
+    lines = [f"- changed: {finding.summary}" for finding in evidence.findings[:EVIDENCE_SHOWN]]
+    lines += [f"- now: {condition.summary}" for condition in evidence.conditions[:EVIDENCE_SHOWN]]
+    lines += [f"- rollout: {rollout.summary}" for rollout in evidence.rollouts[:EVIDENCE_SHOWN]]
+    troubled = [pod for pod in evidence.pods if pod.waiting_reason or pod.last_termination_reason]
+    lines += [
+        f"- pod {pod.name}: {pod.waiting_reason or pod.last_termination_reason}, {pod.restarts} restart(s)"
+        for pod in troubled[:EVIDENCE_SHOWN]
+    ]
+    lines += [
+        f"- node {node.name}: {'NotReady' if not node.ready else ', '.join(node.pressure)}"
+        for node in evidence.nodes
+        if not node.ready or node.pressure
+    ][:EVIDENCE_SHOWN]
+    new_templates = [template for template in evidence.log_templates if template.new]
+    lines += [
+        f"- new in logs (x{template.count}): `{template.template[:120]}`" for template in new_templates[:EVIDENCE_SHOWN]
+    ]
+    if evidence.related_alerts:
+        names = sorted({alert.alertname for alert in evidence.related_alerts})
+        lines.append(f"- also firing: {', '.join(names[:5])}")
+    return lines
+
+
 def details_markdown(state: IncidentState) -> str:
     firing = len(state.firing_alerts)
     lines = [
@@ -40,6 +69,7 @@ def details_markdown(state: IncidentState) -> str:
         lines.append(
             f"- {verdict} by {state.decision.by}" + (f": {state.decision.reason}" if state.decision.reason else "")
         )
+    lines += evidence_lines(state)
     for gap in state.evidence.gaps:
         lines.append(f"- could not see {gap.source}: {gap.reason}")
     if state.verification:

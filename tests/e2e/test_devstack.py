@@ -8,12 +8,6 @@ SIGINT (Ctrl-C) then stops all three processes cleanly.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -23,6 +17,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
+from tests.e2e.stack import devstack, eventually, port_open, wait_phase, wait_ready
 from tests.fixtures.prometheus import PrometheusServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,22 +71,6 @@ async def series_count(session: aiohttp.ClientSession, prometheus: PrometheusSer
         return len((await response.json())["data"]["result"])
 
 
-async def eventually(check, timeout_s: float, what: str):
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    last = None
-    while asyncio.get_running_loop().time() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last {last!r}")
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 def alert_payload() -> dict:
     return {
         "version": "4",
@@ -130,40 +109,18 @@ def alert_payload() -> dict:
 async def test_alert_to_closed_incident_through_the_embedded_stack(
     exporter: Exporter, prometheus: PrometheusServer, tmp_path: Path
 ) -> None:
-    temporal_port, ui_port, http_port = free_port(), free_port(), free_port()
     env = {
-        **os.environ,
-        "TEMPORAL_ADDRESS": f"127.0.0.1:{temporal_port}",
-        "TEMPORAL_UI_PORT": str(ui_port),
-        "TEMPORAL_DB_FILE": str(tmp_path / "temporal.db"),
-        "HTTP_HOST": "127.0.0.1",
-        "HTTP_PORT": str(http_port),
         "PROMETHEUS_URL": prometheus.url,
         "WEBHOOK_TOKEN": WEBHOOK_TOKEN,
         "API_TOKEN": API_TOKEN,
         "VERIFY_AFTER": "1s",
-        "LOG_FORMAT": "json",
     }
-    front = f"http://127.0.0.1:{http_port}"
-    log_path = tmp_path / "devstack.log"
-    with open(log_path, "wb") as log:
-        stack = subprocess.Popen(
-            [sys.executable, "-m", "devstack"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    try:
+    with devstack(tmp_path, env) as stack:
         async with aiohttp.ClientSession() as session:
             await eventually(lambda: series_count(session, prometheus), 20, "Prometheus to scrape the exporter")
-
-            async def ready() -> bool:
-                try:
-                    async with session.get(f"{front}/readyz") as response:
-                        return response.status == 200
-                except aiohttp.ClientError:
-                    return False
-
-            await eventually(ready, 60, "the front door to be ready")
+            await wait_ready(session, stack)
             async with session.post(
-                f"{front}/alerts/alertmanager",
+                f"{stack.front_url}/alerts/alertmanager",
                 json=alert_payload(),
                 headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"},
             ) as response:
@@ -172,21 +129,13 @@ async def test_alert_to_closed_incident_through_the_embedded_stack(
             assert delivery["action"] == "started"
             workflow_id = delivery["workflow_id"]
 
-            async def incident() -> dict:
-                async with session.get(f"{front}/incidents/{workflow_id}") as response:
-                    return await response.json() if response.status == 200 else {}
-
-            waiting = await eventually(
-                lambda: _when(incident(), lambda s: s.get("phase") == "awaiting_approval"),
-                30,
-                "awaiting_approval",
-            )
+            waiting = await wait_phase(session, stack, workflow_id, "awaiting_approval")
             evidence = waiting["evidence"]["items"]
             assert evidence and evidence[0]["data"]["series"][0]["labels"]["service"] == "search"
 
             # The Temporal UI (its own HTTP API) lists the incident with the contract's search attributes.
-            ui_query = f'WorkflowId="{workflow_id}"'
-            ui_url = f"http://127.0.0.1:{ui_port}/api/v1/namespaces/default/workflows?query={quote(ui_query)}"
+            ui_query = quote(f'WorkflowId="{workflow_id}"')
+            ui_url = f"{stack.ui_url}/api/v1/namespaces/default/workflows?query={ui_query}"
 
             async def in_ui() -> dict:
                 async with session.get(ui_url) as response:
@@ -214,31 +163,18 @@ async def test_alert_to_closed_incident_through_the_embedded_stack(
             await eventually(recovered, 20, "Prometheus to see the recovery")
 
             async with session.post(
-                f"{front}/incidents/{workflow_id}/decision",
+                f"{stack.front_url}/incidents/{workflow_id}/decision",
                 json={"approve": True, "by": "alice", "plan_id": waiting["plan"]["id"]},
                 headers={"Authorization": f"Bearer {API_TOKEN}"},
             ) as response:
                 assert response.status == 200, await response.text()
 
-            closed = await eventually(
-                lambda: _when(incident(), lambda s: s.get("phase") == "closed"), 30, "the incident to close"
-            )
+            closed = await wait_phase(session, stack, workflow_id, "closed", timeout_s=30)
             assert closed["outcome"] == "resolved"
             assert closed["verification"][-1]["method"] == "prometheus"
             assert closed["verification"][-1]["outcome"] == "recovered"
             assert closed["decision"]["by"] == "alice"
 
-        stack.send_signal(signal.SIGINT)
-        assert stack.wait(timeout=60) == 0
-        for port in (temporal_port, ui_port, http_port):
+        assert stack.stop() == 0
+        for port in stack.ports:
             assert not port_open(port), f"port {port} still open after Ctrl-C"
-    finally:
-        if stack.poll() is None:
-            stack.kill()
-            stack.wait()
-        print(log_path.read_text(errors="replace")[-4000:])
-
-
-async def _when(awaitable, predicate):
-    value = await awaitable
-    return value if predicate(value) else None

@@ -1,0 +1,115 @@
+"""``make run``'s stack (python -m devstack) as a subprocess on free ports, for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+
+from tests.fixtures.prometheus import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+@dataclass
+class Stack:
+    process: subprocess.Popen[bytes]
+    temporal_address: str
+    ui_url: str
+    front_url: str
+    ports: tuple[int, ...]
+    log_path: Path
+
+    def stop(self, timeout_s: float = 60) -> int:
+        """Ctrl-C, as a person would; the supervisor's exit code."""
+        self.process.send_signal(signal.SIGINT)
+        return self.process.wait(timeout=timeout_s)
+
+
+@contextmanager
+def devstack(tmp_path: Path, env: Mapping[str, str]) -> Iterator[Stack]:
+    temporal_port, ui_port, http_port = free_port(), free_port(), free_port()
+    full_env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{temporal_port}",
+        "TEMPORAL_UI_PORT": str(ui_port),
+        "TEMPORAL_DB_FILE": str(tmp_path / "temporal.db"),
+        "HTTP_HOST": "127.0.0.1",
+        "HTTP_PORT": str(http_port),
+        "LOG_FORMAT": "json",
+        **env,
+    }
+    log_path = tmp_path / "devstack.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "devstack"], cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT
+        )
+    stack = Stack(
+        process=process,
+        temporal_address=f"127.0.0.1:{temporal_port}",
+        ui_url=f"http://127.0.0.1:{ui_port}",
+        front_url=f"http://127.0.0.1:{http_port}",
+        ports=(temporal_port, ui_port, http_port),
+        log_path=log_path,
+    )
+    try:
+        yield stack
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        print(log_path.read_text(errors="replace")[-4000:])
+
+
+async def eventually(check: Callable[[], Awaitable[T]], timeout_s: float, what: str) -> T:
+    """Poll ``check`` until it returns something truthy."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    last: Any = None
+    while asyncio.get_running_loop().time() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; last {last!r}")
+
+
+async def wait_ready(session: aiohttp.ClientSession, stack: Stack, timeout_s: float = 60) -> None:
+    async def ready() -> bool:
+        try:
+            async with session.get(f"{stack.front_url}/readyz") as response:
+                return response.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    await eventually(ready, timeout_s, "the front door to be ready")
+
+
+async def incident_state(session: aiohttp.ClientSession, stack: Stack, workflow_id: str) -> dict[str, Any]:
+    async with session.get(f"{stack.front_url}/incidents/{workflow_id}") as response:
+        return await response.json() if response.status == 200 else {}
+
+
+async def wait_phase(
+    session: aiohttp.ClientSession, stack: Stack, workflow_id: str, phase: str, timeout_s: float = 60
+) -> dict[str, Any]:
+    async def reached() -> dict[str, Any]:
+        state = await incident_state(session, stack, workflow_id)
+        return state if state.get("phase") == phase else {}
+
+    return await eventually(reached, timeout_s, f"{workflow_id} to reach {phase}")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
