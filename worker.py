@@ -31,7 +31,7 @@ log = structlog.get_logger("worker")
 def build_worker(client: Client, settings: Settings, session: aiohttp.ClientSession) -> Worker:
     """The worker with every workflow and activity; tests build it against their own servers."""
     runbooks = load_runbooks(settings.runbooks_dir)
-    prometheus = PrometheusActivities(settings.prometheus_url, session)
+    prometheus = PrometheusActivities(settings.prometheus_url, session, runbooks=runbooks)
     loki = LokiActivities(settings.loki_url, settings.loki_tenant, session)
     kubernetes = KubernetesActivities(load_kubernetes_client())
     alertmanager = AlertmanagerActivities(settings.alertmanager_url, session)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,11 +31,13 @@ from analysis.queries import (
     pod_owner_queries,
     red_discovery,
     red_queries,
+    runbook_queries,
     saturation_queries,
 )
 from models.evidence import EvidenceRequest, MetricEvidence
 from models.incident import PromQueryRequest, PromQueryResult, PromSeries
 from triage.promql import series_of_alerts
+from triage.runbooks import Runbook
 
 log = structlog.get_logger(__name__)
 
@@ -51,10 +54,17 @@ MAX_FINDINGS = 25
 class PrometheusActivities:
     """Holds one HTTP session for the worker's lifetime; constructed with the base URL (None: not configured)."""
 
-    def __init__(self, base_url: str | None, session: aiohttp.ClientSession, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        base_url: str | None,
+        session: aiohttp.ClientSession,
+        timeout_s: float = 10.0,
+        runbooks: Sequence[Runbook] = (),
+    ) -> None:
         self._base_url = base_url.rstrip("/") if base_url else None
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._runbook_queries = {runbook.id: runbook.queries for runbook in runbooks}
 
     async def _call(self, path: str, form: dict[str, str]) -> dict[str, Any]:
         """POST a query to the API and return its ``data``, or raise the typed error its answer deserves."""
@@ -154,6 +164,9 @@ class PrometheusActivities:
             q for convention in sorted(set(conventions.values())) for q in red_queries(request.namespace, convention)
         ]
         queries += saturation_queries(request.namespace) + cluster_queries()
+        queries += runbook_queries(
+            self._runbook_queries.get(request.runbook or "", []), request.namespace, request.workload, request.pod
+        )
         start = request.onset - timedelta(seconds=request.baseline_s)
         end = request.at
         step = max(MIN_STEP_S, (end - start).total_seconds() / MAX_POINTS)

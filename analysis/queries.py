@@ -7,8 +7,12 @@ clusters. Which RED convention a namespace speaks is discovered, never assumed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from string import Template
 from typing import Literal
+
+from triage.runbooks import RunbookQuery
 
 RedConvention = Literal["classic", "otel"]
 
@@ -215,6 +219,22 @@ def condition_queries(namespace: str) -> list[ConditionQuery]:
             "instance",
             "free share of the node filesystem is",
         ),
+    ]
+
+
+def runbook_queries(queries: Sequence[RunbookQuery], namespace: str, workload: str, pod: str) -> list[MetricQuery]:
+    """A runbook's own templates, filled in with quoted values."""
+    values = {"namespace": quote(namespace), "workload": quote(workload), "pod": quote(pod)}
+    return [
+        MetricQuery(
+            query.metric,
+            Template(query.promql).substitute(values),
+            query.subject,
+            query.description,
+            query.absolute_floor or 1e-9,
+            query.unit,
+        )
+        for query in queries
     ]
 
 

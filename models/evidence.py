@@ -25,6 +25,7 @@ class EvidenceRequest(BaseModel):
     onset: datetime  # earliest startsAt of the firing alerts
     at: datetime  # "now", as the workflow saw it when it asked
     baseline_s: float = 3600.0  # how far before the onset the baseline window reaches
+    runbook: str | None = None  # whose diagnostic queries to run besides the standard ones
 
 
 class EvidenceItem(BaseModel):

@@ -20,6 +20,7 @@ import pytest_asyncio
 from activities.prometheus import PrometheusActivities
 from models.evidence import EvidenceRequest, MetricEvidence
 from tests.fixtures.prometheus import PrometheusServer, backfill
+from triage.runbooks import Runbook
 
 STEP = 15
 # The story's clock is set when the fixture writes it (not at import), so a slow suite cannot age its data.
@@ -112,6 +113,8 @@ def story() -> str:
             lambda t: 1,
         ),
     )
+    depth = "app_queue_depth"  # a metric only a runbook of its own knows about
+    add(depth, _gauge(depth, {"namespace": "food", "service": "search"}, lambda t: 900 if t >= CHANGE_AT + 120 else 20))
     expiry = "probe_ssl_earliest_cert_expiry"
     probe = {"job": "blackbox", "namespace": "food"}
     add(expiry, _gauge(expiry, {**probe, "service": "auth", "instance": "https://auth:8443"}, lambda t: NOW + 2 * 3600))
@@ -146,18 +149,37 @@ async def evidence(prometheus: PrometheusServer) -> AsyncIterator[MetricEvidence
         onset=datetime.fromtimestamp(NOW - 3 * 60, tz=UTC),
         at=datetime.fromtimestamp(NOW, tz=UTC),
     )
+    runbook = Runbook.model_validate(
+        {
+            "id": "queue-backlog",
+            "title": "Queue backlog",
+            "match": {"alertnames": ["HighErrorRate"]},
+            "hypotheses": [{"category": "application_error", "prior": 0.5, "summary": "s"}],
+            "queries": [
+                {
+                    "metric": "queue_depth",
+                    "promql": "max by (namespace, service) (app_queue_depth{namespace=$namespace, service=$workload})",
+                    "description": "jobs waiting in the queue",
+                    "absolute_floor": 5,
+                }
+            ],
+        }
+    )
+    request = request.model_copy(update={"runbook": "queue-backlog"})
     async with aiohttp.ClientSession() as session:
-        yield await PrometheusActivities(prometheus.url, session).gather_metric_evidence(request)
+        activities = PrometheusActivities(prometheus.url, session, runbooks=[runbook])
+        yield await activities.gather_metric_evidence(request)
 
 
 async def test_the_failing_service_is_the_top_finding_with_when_and_how_much(evidence: MetricEvidence) -> None:
-    top = evidence.findings[0]
-    assert (top.metric, top.workload, top.direction) == ("error_ratio", "search", "up")
-    assert top.baseline == pytest.approx(0.4 / 50.4, rel=0.2)
-    assert top.recent == pytest.approx(25 / 75, rel=0.15)
+    assert evidence.findings[0].workload == "search"
+    errors = next(f for f in evidence.findings if f.metric == "error_ratio")
+    assert (errors.workload, errors.direction) == ("search", "up")
+    assert errors.baseline == pytest.approx(0.4 / 50.4, rel=0.2)
+    assert errors.recent == pytest.approx(25 / 75, rel=0.15)
     # The 5m rate window smears a step over 5 minutes; the onset lands inside it.
-    assert CHANGE_AT - 30 <= top.onset.timestamp() <= CHANGE_AT + 5 * 60
-    assert "search" in top.summary and "rose" in top.summary
+    assert CHANGE_AT - 30 <= errors.onset.timestamp() <= CHANGE_AT + 5 * 60
+    assert "search" in errors.summary and "rose" in errors.summary
 
 
 async def test_both_red_conventions_are_discovered_and_queried(evidence: MetricEvidence) -> None:
@@ -187,6 +209,12 @@ async def test_conditions_that_matter_now_are_reported_whether_or_not_they_chang
     assert certificate.workload == "auth"
     assert 2 * 3600 - 600 <= certificate.value <= 2 * 3600
     assert certificate.summary.startswith("auth: TLS certificate expires in 2")
+
+
+async def test_a_runbook_query_finds_what_the_standard_templates_cannot(evidence: MetricEvidence) -> None:
+    [depth] = [f for f in evidence.findings if f.metric == "queue_depth"]
+    assert depth.workload == "search" and depth.baseline == 20 and depth.recent == 900
+    assert depth.summary.startswith("jobs waiting in the queue of search rose from 20 to 900")
 
 
 async def test_an_unset_prometheus_is_refused_as_not_configured() -> None:

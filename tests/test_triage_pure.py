@@ -1317,3 +1317,26 @@ def test_settings_read_a_dotenv_file_in_the_working_directory(tmp_path, monkeypa
     assert settings.webhook_token is not None and settings.webhook_token.get_secret_value() == "from-dotenv"
     monkeypatch.setenv("APPROVAL_TIMEOUT", "30s")  # the environment wins over the file
     assert Settings().approval_timeout == 30.0
+
+
+def test_runbook_queries_are_validated_and_filled_with_quoted_values(tmp_path) -> None:
+    from analysis.queries import runbook_queries
+    from triage.runbooks import RunbookError, load_runbook
+
+    base = (
+        "id: custom\ntitle: Custom\nmatch: {alertnames: [X]}\n"
+        "hypotheses:\n  - {category: application_error, prior: 0.5, summary: s}\n"
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(base + "queries:\n  - {metric: depth, description: d, promql: 'queue{cluster=$cluster}'}\n")
+    with pytest.raises(RunbookError) as info:
+        load_runbook(bad)
+    assert "bad.yaml" in str(info.value) and "queries.0" in str(info.value) and "cluster" in str(info.value)
+
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        base + "queries:\n  - {metric: depth, description: d, promql: 'q{namespace=$namespace, x=\"$$1\"}'}\n"
+    )
+    [query] = runbook_queries(load_runbook(good).queries, 'we"ird', "w", "p")
+    # The value is a quoted PromQL string: it cannot close the matcher and add one of its own.
+    assert query.expr == 'q{namespace="we\\"ird", x="$1"}'

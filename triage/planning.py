@@ -67,6 +67,7 @@ def evidence_request(state: IncidentState, at: datetime) -> EvidenceRequest:
         alert_labels=[dict(alert.labels) for alert in alerts],
         onset=min(alert.starts_at for alert in alerts),
         at=at,
+        runbook=state.diagnosis.runbook,
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from string import Template
 from typing import Literal
 
 import yaml
@@ -48,6 +49,31 @@ class RunbookAction(BaseModel):
     reason: str = ""
 
 
+class RunbookQuery(BaseModel):
+    """A diagnostic PromQL template of the runbook's own, searched for changes like the standard ones.
+
+    Placeholders ``$namespace``, ``$workload`` and ``$pod`` become quoted PromQL strings (so a label value can
+    neither break nor extend the query); write ``namespace=$namespace``, not ``namespace="$namespace"``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    promql: str = Field(min_length=1)
+    description: str
+    subject: str = "service"  # the label naming what each series is about
+    absolute_floor: float = Field(default=0.0, ge=0.0)
+    unit: str = ""
+
+    @model_validator(mode="after")
+    def _placeholders_are_known(self) -> RunbookQuery:
+        try:
+            Template(self.promql).substitute(namespace='"ns"', workload='"w"', pod='"p"')
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"promql has an unknown or malformed placeholder: {exc}") from exc
+        return self
+
+
 class Runbook(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -57,6 +83,7 @@ class Runbook(BaseModel):
     hypotheses: list[RunbookHypothesis] = Field(min_length=1)
     actions: list[RunbookAction] = Field(default_factory=list)
     diagnostics: list[str] = Field(default_factory=list)
+    queries: list[RunbookQuery] = Field(default_factory=list)
     url: str | None = None
 
     @model_validator(mode="after")
