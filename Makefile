@@ -18,7 +18,7 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.runtime
 run: $(VENV)/.runtime
 	$(BIN)/python -m devstack
 
-# Real servers the tests start themselves (Debian's prometheus), installed when missing.
+# Real servers the tests start themselves (Debian's prometheus and prometheus-alertmanager), installed when missing.
 test-services:
 	sh scripts/install-test-services.sh
 
