@@ -94,3 +94,19 @@ def test_mann_whitney_p_values() -> None:
     # Against a table value: U = 0 for m = n = 5 has exact one-sided p = 1/252 = 0.004; the normal approximation
     # lands nearby.
     assert mann_whitney_p([1, 2, 3, 4, 5], [6, 7, 8, 9, 10], greater=False) == pytest.approx(0.0061, abs=0.001)
+
+
+def test_a_huge_label_set_is_trimmed_to_what_identifies_the_series() -> None:
+    from datetime import UTC, datetime
+
+    from analysis.findings import Series, find_changes
+    from analysis.queries import saturation_queries
+
+    query = next(q for q in saturation_queries("food") if q.metric == "cpu_usage")
+    labels = {f"label_{i}": "v" * 200 for i in range(500)} | {"namespace": "food", "pod": "search-894587957d-x7k2p"}
+    start = 1_700_000_000.0
+    series = Series(labels, [start + 15 * i for i in range(200)], [0.1] * 180 + [2.0] * 20)
+    onset = datetime.fromtimestamp(start + 15 * 185, tz=UTC)
+    [finding] = find_changes(query, [series], onset=onset, pod_owners={})
+    assert finding.labels == {"namespace": "food", "pod": "search-894587957d-x7k2p"}
+    assert finding.workload == "search" and len(finding.model_dump_json()) < 2000

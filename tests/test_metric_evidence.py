@@ -236,3 +236,24 @@ async def test_an_unset_prometheus_is_refused_as_not_configured() -> None:
 
 def test_story_document_is_well_formed(tmp_path: Path, prometheus: PrometheusServer) -> None:
     backfill(story(), tmp_path / "tsdb")  # promtool accepts it (the fixture depends on that too)
+
+
+async def test_an_oversized_answer_is_a_note_and_the_rest_still_counts(
+    prometheus: PrometheusServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import activities.prometheus as adapter
+
+    # Range answers here are a few kB; a cap below that stands in for a label explosion's hundreds of MB.
+    monkeypatch.setattr(adapter, "MAX_RESPONSE_BYTES", 2500)
+    request = EvidenceRequest(
+        workflow_id="incident-test",
+        alertname="HighErrorRate",
+        namespace="food",
+        workload="search",
+        onset=datetime.fromtimestamp(NOW - 3 * 60, tz=UTC),
+        at=datetime.fromtimestamp(NOW, tz=UTC),
+    )
+    async with aiohttp.ClientSession() as session:
+        evidence = await PrometheusActivities(prometheus.url, session).gather_metric_evidence(request)
+    assert any("over 2500 bytes" in note for note in evidence.notes)
+    assert len(evidence.notes) < evidence.queries  # the small answers were still used
