@@ -2,7 +2,8 @@
 
 Errors follow Prometheus' envelope (``{"status": "error", "errorType", "error"}``): 400 ``bad_data`` and 422
 ``execution`` fail the same way on a retry (non-retryable ``BadQuery``); 503, other 5xx, timeouts and refused
-connections may not (retryable ``SourceUnavailable``); a 404 means the URL is not a Prometheus API.
+connections may not (retryable ``SourceUnavailable``); 401/403 (an auth proxy in front) is ``SourceForbidden``
+and a 404 means the URL is not a Prometheus API, both non-retryable.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.errors import BAD_QUERY, SOURCE_MISCONFIGURED, SOURCE_UNAVAILABLE, not_configured
+from activities.errors import (
+    BAD_QUERY,
+    SOURCE_FORBIDDEN,
+    SOURCE_MISCONFIGURED,
+    SOURCE_UNAVAILABLE,
+    not_configured,
+)
 from activities.http_body import read_capped
 from analysis.findings import Series, conditions_of, find_changes, rank_findings
 from analysis.queries import (
@@ -92,6 +99,12 @@ class PrometheusActivities:
             return data if isinstance(data, dict) else {}
         reason = (body or {}).get("error") or f"HTTP {status}"
         error_type = (body or {}).get("errorType", "")
+        if status in (401, 403):
+            raise ApplicationError(
+                f"Prometheus at {self._base_url} refused the agent (HTTP {status}): {reason}",
+                type=SOURCE_FORBIDDEN,
+                non_retryable=True,
+            )
         if status == 404:
             raise ApplicationError(
                 f"{url} answered 404: PROMETHEUS_URL does not point at a Prometheus API",

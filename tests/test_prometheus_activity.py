@@ -328,3 +328,17 @@ async def test_a_url_that_is_not_a_prometheus_api_is_a_non_retryable_misconfigur
             await activities.instant_query("up")
     assert info.value.type == "SourceMisconfigured"
     assert info.value.non_retryable
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_an_auth_proxy_refusal_is_a_non_retryable_forbidden(http: aiohttp.ClientSession, status: int) -> None:
+    # What an OAuth/basic-auth proxy in front of Prometheus answers to a caller without credentials.
+    async def refuse(request: web.Request) -> web.Response:
+        return web.Response(status=status, text="Unauthorized", content_type="text/plain")
+
+    async with stand_in(refuse) as url:
+        with pytest.raises(ApplicationError) as caught:
+            await PrometheusActivities(url, http).query_alert_expression(PromQueryRequest(expr=ALERT_EXPR))
+    assert caught.value.type == "SourceForbidden"
+    assert caught.value.non_retryable is True
+    assert f"HTTP {status}" in caught.value.message

@@ -21,7 +21,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.errors import BAD_QUERY, SOURCE_MISCONFIGURED, SOURCE_NOT_CONFIGURED
+    from activities.errors import BAD_QUERY, SOURCE_FORBIDDEN, SOURCE_MISCONFIGURED, SOURCE_NOT_CONFIGURED
     from activities.notify import ConsoleNotifier
     from activities.prometheus import PrometheusActivities
     from activities.triage import TriageActivities
@@ -87,7 +87,7 @@ _PROMETHEUS_BUDGET = timedelta(minutes=2)
 _PROMETHEUS_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     maximum_interval=timedelta(seconds=20),
-    non_retryable_error_types=[BAD_QUERY, SOURCE_NOT_CONFIGURED, SOURCE_MISCONFIGURED],
+    non_retryable_error_types=[BAD_QUERY, SOURCE_NOT_CONFIGURED, SOURCE_MISCONFIGURED, SOURCE_FORBIDDEN],
 )
 _NOTIFY_TIMEOUT = timedelta(seconds=15)
 _NOTIFY_BUDGET = timedelta(minutes=5)
