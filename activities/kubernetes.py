@@ -1,7 +1,7 @@
 """Kubernetes API, read side only: rollout history, pod and node state, Warning events.
 
 Safety: every call here is a ``get``/``list`` through the official ``kubernetes`` client (no watch, no
-create/patch/delete, no kubectl, no subprocess, no shell). The client is synchronous, so each call runs in a
+create/patch/delete, no command-line tool, no subprocess, no shell). The client is synchronous, so each call runs in a
 worker thread with its own request timeout; independent calls run concurrently.
 
 Which pieces are required and which are optional (decides what a 401/403 does):
@@ -48,6 +48,7 @@ log = structlog.get_logger(__name__)
 REVISION = "deployment.kubernetes.io/revision"
 REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
 CHANGE_CAUSE = "kubernetes.io/change-cause"
+# The annotation a `rollout restart` stamps on the pod template (its name is Kubernetes', not a tool we run).
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 POD_TEMPLATE_HASH = "pod-template-hash"
 
@@ -62,7 +63,7 @@ def load_kubernetes_client() -> k8s_client.ApiClient | None:
     """An API client for the cluster the worker can reach, or None when nothing is configured.
 
     In a pod (``KUBERNETES_SERVICE_HOST`` set) the service account is used; otherwise ``KUBECONFIG`` (its
-    files, like kubectl: when set, ``~/.kube/config`` is not consulted) or ``~/.kube/config``. A kubeconfig
+    files, as the standard tooling does: when set, ``~/.kube/config`` is not consulted) or ``~/.kube/config``. A kubeconfig
     that exists but cannot be loaded raises: that is a misconfiguration to see at start-up, not a quiet gap.
     """
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
