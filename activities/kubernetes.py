@@ -63,7 +63,8 @@ def load_kubernetes_client() -> k8s_client.ApiClient | None:
     """An API client for the cluster the worker can reach, or None when nothing is configured.
 
     In a pod (``KUBERNETES_SERVICE_HOST`` set) the service account is used; otherwise ``KUBECONFIG`` (its
-    files, as the standard tooling does: when set, ``~/.kube/config`` is not consulted) or ``~/.kube/config``. A kubeconfig
+    files, as the standard tooling reads them: when set, ``~/.kube/config`` is not consulted) or
+    ``~/.kube/config``. A kubeconfig
     that exists but cannot be loaded raises: that is a misconfiguration to see at start-up, not a quiet gap.
     """
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
