@@ -12,7 +12,7 @@ import base64
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -40,6 +40,7 @@ from tests.fixtures.alertmanager import (
     alert,
     require_alertmanager,
 )
+from tests.fixtures.http_stand_in import Handler, one_route_server
 from tests.fixtures.prometheus import free_port
 
 # An alert labelled inhibitor="yes" mutes the alerts labelled inhibitable="yes" of its namespace.
@@ -101,20 +102,9 @@ def names(alerts: list[RelatedAlert]) -> list[str]:
     return [a.alertname for a in alerts]
 
 
-@contextlib.asynccontextmanager
-async def stand_in(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[str]:
+def stand_in(handler: Handler) -> contextlib.AbstractAsyncContextManager[str]:
     """A local HTTP server answering /api/v2/alerts with ``handler``; yields its base URL."""
-    app = web.Application()
-    app.router.add_route("*", "/api/v2/alerts", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
+    return one_route_server("/api/v2/alerts", handler)
 
 
 # --- what counts as related ---------------------------------------------------------------------------------

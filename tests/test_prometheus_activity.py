@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 from activities.errors import BAD_QUERY, SOURCE_NOT_CONFIGURED, SOURCE_UNAVAILABLE
 from activities.prometheus import PrometheusActivities
 from models.incident import PromQueryRequest, PromSeries
+from tests.fixtures.http_stand_in import Handler, one_route_server
 from tests.fixtures.prometheus import (
     PrometheusNotInstalled,
     PrometheusServer,
@@ -82,20 +83,9 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-@contextlib.asynccontextmanager
-async def stand_in(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[str]:
+def stand_in(handler: Handler) -> contextlib.AbstractAsyncContextManager[str]:
     """A local HTTP server answering /api/v1/query with ``handler``; yields its base URL."""
-    app = web.Application()
-    app.router.add_route("*", "/api/v1/query", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
+    return one_route_server("/api/v1/query", handler)
 
 
 async def _raw_error(http: aiohttp.ClientSession, url: str, expr: str) -> tuple[int, dict]:
