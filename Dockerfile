@@ -8,9 +8,11 @@ COPY workflows workflows
 COPY activities activities
 COPY triage triage
 COPY analysis analysis
+COPY diagnosis diagnosis
 COPY frontdoor frontdoor
 COPY config config
 COPY devstack devstack
+COPY evals evals
 COPY runbooks runbooks
 COPY worker.py starter.py ./
 RUN pip install --no-cache-dir -e . && useradd --system --uid 10001 agent

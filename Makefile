@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint test-services clean
+.PHONY: run test eval lint test-services clean
 
 $(VENV)/.runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ test-services:
 
 test: $(VENV)/.dev test-services
 	$(BIN)/python -m pytest
+
+# Scenario evaluation: every scenario's world in real back-ends, the real product, scored (see README, Evaluation).
+# `make eval SCENARIOS=path` for another directory; `make eval EVAL_ARGS="--jobs 4 --out /tmp/eval --no-llm"`.
+SCENARIOS ?= ../shared/scenarios
+EVAL_ARGS ?=
+
+eval: $(VENV)/.dev test-services
+	$(BIN)/python -m evals $(SCENARIOS) $(EVAL_ARGS)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

@@ -13,8 +13,10 @@ from temporalio.worker import Worker
 
 from activities.alertmanager import AlertmanagerActivities
 from activities.kubernetes import KubernetesActivities, load_kubernetes_client
+from activities.llm import LLMActivities
 from activities.logging_context import IncidentLogContext
 from activities.loki import LokiActivities
+from activities.memory import MemoryActivities
 from activities.notify import ConsoleNotifier
 from activities.prometheus import PrometheusActivities
 from activities.triage import TriageActivities
@@ -35,7 +37,9 @@ def build_worker(client: Client, settings: Settings, session: aiohttp.ClientSess
     loki = LokiActivities(settings.loki_url, settings.loki_tenant, session)
     kubernetes = KubernetesActivities(load_kubernetes_client())
     alertmanager = AlertmanagerActivities(settings.alertmanager_url, session)
+    llm = LLMActivities.from_settings(settings)
     triage = TriageActivities(runbooks)
+    memory = MemoryActivities(client)
     notifier = ConsoleNotifier()
     return Worker(
         client,
@@ -44,11 +48,13 @@ def build_worker(client: Client, settings: Settings, session: aiohttp.ClientSess
         activities=[
             triage.triage_alerts,
             triage.diagnose_incident,
+            memory.recall_incidents,
             prometheus.query_alert_expression,
             prometheus.gather_metric_evidence,
             loki.gather_log_evidence,
             kubernetes.gather_kubernetes_evidence,
             alertmanager.gather_related_alerts,
+            llm.diagnose_with_llm,
             notifier.notify,
         ],
         interceptors=[IncidentLogContext()],

@@ -101,8 +101,13 @@ def logql_string(value: str) -> str:
 
 
 def error_lines_query(namespace: str) -> str:
-    """The LogQL for the error-ish lines of one namespace."""
-    return "{namespace=" + logql_string(namespace) + "} |~ " + logql_string(ERROR_FILTER)
+    """The LogQL for the error-ish lines of one namespace, or of every namespace for a cluster-level alert.
+
+    Loki refuses a selector that matches the empty string (``{namespace=""}``), and a node or cluster alert names
+    no namespace: its victims can be anywhere, so it reads every namespace (the line and byte caps still hold).
+    """
+    selector = "namespace=" + logql_string(namespace) if namespace else 'namespace=~".+"'
+    return "{" + selector + "} |~ " + logql_string(ERROR_FILTER)
 
 
 def workload_of(labels: Mapping[str, str]) -> str:

@@ -27,7 +27,7 @@ from activities.errors import (
     not_configured,
 )
 from activities.http_body import read_capped
-from analysis.findings import Series, conditions_of, find_changes, rank_findings
+from analysis.findings import Series, conditions_of, find_changes, rank_findings, set_latest
 from analysis.queries import (
     CLASSIC_REQUESTS,
     ConditionQuery,
@@ -41,7 +41,7 @@ from analysis.queries import (
     runbook_queries,
     saturation_queries,
 )
-from models.evidence import EvidenceRequest, MetricEvidence
+from models.evidence import EvidenceRequest, MetricEvidence, SeriesChange
 from models.incident import PromQueryRequest, PromQueryResult, PromSeries
 from triage.promql import series_of_alerts
 from triage.runbooks import Runbook
@@ -189,9 +189,12 @@ class PrometheusActivities:
             async with limit:
                 return await self.range_query(query.expr, start, end, step)
 
-        async def check(query: ConditionQuery) -> list[PromSeries]:
+        async def instant(expr: str) -> list[PromSeries]:
             async with limit:
-                return (await self.instant_query(query.expr))[1]
+                return (await self.instant_query(expr))[1]
+
+        async def check(query: ConditionQuery) -> list[PromSeries]:
+            return await instant(query.expr)
 
         checks = condition_queries(request.namespace)
         answers, states = await asyncio.gather(
@@ -204,14 +207,27 @@ class PrometheusActivities:
                 evidence.notes.append(f"{condition.metric}: {state}")
                 continue
             evidence.conditions += conditions_of(condition, [(s.labels, s.value) for s in state])[:MAX_FINDINGS]
-        findings = []
+        changed: list[tuple[MetricQuery, list[SeriesChange]]] = []
         for query, answer in zip(queries, answers, strict=True):
             if isinstance(answer, BaseException):
                 _bad_query_or_raise(answer)
                 evidence.notes.append(f"{query.metric}: {answer}")
                 continue
-            findings += find_changes(query, answer, onset=request.onset, pod_owners=pod_owners)
-        evidence.queries = len(queries) + len(checks) + 3
+            changed.append((query, find_changes(query, answer, onset=request.onset, pod_owners=pod_owners)))
+        # Only a change needs its latest value: is it still going on, or already over?
+        latest = [(query, found) for query, found in changed if found and query.now_expr]
+        answers_now = await asyncio.gather(
+            *(instant(query.now_expr or "") for query, _ in latest),
+            return_exceptions=True,
+        )
+        findings = [finding for _, found in changed for finding in found]
+        for (query, found), answer_now in zip(latest, answers_now, strict=True):
+            if isinstance(answer_now, BaseException):
+                _bad_query_or_raise(answer_now)
+                evidence.notes.append(f"{query.metric} (now): {answer_now}")
+                continue
+            set_latest(found, query, [(s.labels, s.value) for s in answer_now], pod_owners)
+        evidence.queries = len(queries) + len(checks) + len(latest) + 3
         evidence.findings = rank_findings(findings, MAX_FINDINGS)
         log.info(
             "metric_evidence",

@@ -26,7 +26,7 @@ class TriageActivities:
 
     @activity.defn
     async def diagnose_incident(self, request: DiagnoseRequest) -> DiagnoseResult:
-        result = diagnose(request.alerts, request.triage, request.evidence, self._runbooks)
+        result = diagnose(request.alerts, request.triage, request.evidence, self._runbooks, request.seen_before)
         log.info(
             "diagnosed",
             category=result.diagnosis.category,

@@ -107,6 +107,20 @@ def find_changes(
     return list(strongest.values())
 
 
+def set_latest(
+    findings: Iterable[SeriesChange],
+    query: MetricQuery,
+    latest: Iterable[tuple[Mapping[str, str], float]],
+    pod_owners: Mapping[str, str],
+) -> None:
+    """Give each finding of ``query`` its value over the last scrape interval (``query.now_expr``'s answer)."""
+    now_of = {workload_for(query, labels, pod_owners): value for labels, value in latest if math.isfinite(value)}
+    for finding in findings:
+        if finding.metric == query.metric and finding.workload in now_of:
+            finding.now = now_of[finding.workload]
+            finding.summary += f"; now {_fmt(finding.now, query.unit)}"
+
+
 def rank_findings(findings: Iterable[SeriesChange], limit: int) -> list[SeriesChange]:
     """Strongest first; among equally strong changes the earliest, because a cause precedes its symptoms."""
 

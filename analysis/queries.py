@@ -28,6 +28,9 @@ class MetricQuery:
     description: str  # what a person calls it
     absolute_floor: float  # the smallest shift worth a finding, in the metric's unit
     unit: str = ""
+    # The same measure over only the last scrape interval, for a query smoothed over minutes: a 5-minute rate
+    # still shows a burst that ended a minute ago, and an alert on it keeps firing; this tells which it is.
+    now_expr: str | None = None
 
 
 def quote(value: str) -> str:
@@ -61,6 +64,8 @@ def red_queries(namespace: str, convention: RedConvention) -> list[MetricQuery]:
             "service",
             "share of requests failing with 5xx",
             0.01,
+            now_expr=f"(sum by ({by}) (irate({errors}[3m])) or sum by ({by}) (irate({total}[3m])) * 0)"
+            f" / sum by ({by}) (irate({total}[3m]))",
         ),
         MetricQuery(
             "latency_p99",
@@ -69,6 +74,7 @@ def red_queries(namespace: str, convention: RedConvention) -> list[MetricQuery]:
             "p99 request latency",
             0.01,
             "s",
+            now_expr=f"histogram_quantile(0.99, sum by ({by}, le) (irate({buckets}[3m])))",
         ),
         MetricQuery("request_rate", f"sum by ({by}) (rate({total}[5m]))", "service", "requests per second", 0.1, "/s"),
     ]
@@ -93,6 +99,8 @@ def saturation_queries(namespace: str) -> list[MetricQuery]:
             "pod",
             "share of CPU periods throttled",
             0.02,
+            now_expr=f"sum by ({by}) (irate(container_cpu_cfs_throttled_periods_total{{namespace={ns}}}[3m]))"
+            f" / sum by ({by}) (irate(container_cpu_cfs_periods_total{{namespace={ns}}}[3m]))",
         ),
         MetricQuery(
             "memory_of_limit",
@@ -160,6 +168,15 @@ def cluster_queries() -> list[MetricQuery]:
             "",
             "CoreDNS SERVFAIL answers per second",
             0.05,
+            "/s",
+        ),
+        MetricQuery(
+            # Packet loss or a path MTU problem shows as retransmits on the nodes involved.
+            "node_tcp_retransmits",
+            "sum by (instance) (rate(node_netstat_Tcp_RetransSegs[5m]))",
+            "instance",
+            "TCP segments retransmitted per second",
+            1.0,
             "/s",
         ),
         MetricQuery(

@@ -72,7 +72,15 @@ class Settings(BaseSettings):
             return [str(item).strip() for item in value if str(item).strip()]
         raise ValueError("expected a comma-separated list")
 
-    @field_validator("prometheus_url", "loki_url", "alertmanager_url", "openai_base_url", mode="before")
+    @field_validator(
+        "prometheus_url",
+        "loki_url",
+        "alertmanager_url",
+        "openai_base_url",
+        "openai_api_key",
+        "llm_model",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -84,7 +92,13 @@ class Settings(BaseSettings):
             verify_after_s=self.verify_after,
             resolve_wait_s=self.resolve_wait,
             approvers=list(self.approvers),
+            llm=self.llm_configured,
         )
+
+    @property
+    def llm_configured(self) -> bool:
+        """With no key and no base URL the agent runs on its runbooks alone (the contract's rule)."""
+        return self.openai_api_key is not None or self.openai_base_url is not None
 
 
 @lru_cache(maxsize=1)

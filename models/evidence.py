@@ -57,6 +57,9 @@ class SeriesChange(BaseModel):
     score: float  # robust z-score of the change (MAD-scaled), capped; the ranking key
     direction: Literal["up", "down"]
     onset: datetime | None = None  # when the change began
+    # The value over the last scrape interval, for a measure smoothed over minutes (None: not measured). Back
+    # near the baseline while ``recent`` is not means the change is already over.
+    now: float | None = None
     summary: str
 
 

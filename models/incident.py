@@ -120,6 +120,25 @@ class Hypothesis(BaseModel):
     root_cause: Workload = Field(default_factory=Workload)
 
 
+class PastIncident(BaseModel):
+    workflow_id: str
+    run_id: str
+    closed_at: datetime | None = None
+    category: Category
+    confidence: float = 0.0
+    root_cause: Workload = Field(default_factory=Workload)
+    outcome: str = ""
+    # A person approved the plan for this cause and the alert's own expression then showed recovery.
+    confirmed: bool = False
+
+    @property
+    def line(self) -> str:
+        seen = f"{self.closed_at:%Y-%m-%d %H:%M}Z" if self.closed_at else "earlier"
+        verdict = "confirmed" if self.confirmed else "not confirmed"
+        where = f"{self.root_cause.namespace}/{self.root_cause.workload}".strip("/")
+        return f"{seen}: {self.category.value} ({verdict}) at {where}, {self.outcome or 'closed'} [{self.workflow_id}]"
+
+
 class Diagnosis(BaseModel):
     category: Category = Category.unknown
     confidence: float = Field(default=0.0, ge=0.0, le=1.0)
@@ -196,6 +215,8 @@ class IncidentSettings(BaseModel):
     verify_after_s: float = 5 * 60
     resolve_wait_s: float = 24 * 3600
     approvers: list[str] = Field(default_factory=list)
+    # Ask the configured LLM for a second look at the diagnosis (OPENAI_API_KEY or OPENAI_BASE_URL is set).
+    llm: bool = False
     # Continue-as-new past this many history events (Temporal also suggests it on its own).
     max_history_events: int = 10_000
 
@@ -214,6 +235,8 @@ class IncidentState(BaseModel):
     notifications: int = 0
     alert_expr: str | None = None
     evidence: Evidence = Field(default_factory=Evidence)
+    # Closed incidents of the same alert on the same workload, most recent first ("seen before").
+    seen_before: list[PastIncident] = Field(default_factory=list)
     diagnosis: Diagnosis = Field(default_factory=Diagnosis)
     plan: Plan | None = None
     decision: DecisionRecord | None = None
@@ -272,11 +295,14 @@ class DiagnoseRequest(BaseModel):
     alerts: list[Alert]
     triage: TriageResult
     evidence: Evidence
+    seen_before: list[PastIncident] = Field(default_factory=list)
 
 
 class DiagnoseResult(BaseModel):
     diagnosis: Diagnosis
     actions: list[Action]
+    # Every action some hypothesis would take (plus escalate and none): all a second opinion may choose from.
+    allowed_actions: list[Action] = Field(default_factory=list)
     rationale: str = ""
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -15,10 +15,11 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from activities.alertmanager import AlertmanagerActivities
-from activities.kubernetes import KubernetesActivities
+from activities.llm import LLMActivities
 from activities.loki import LokiActivities
+from activities.memory import MemoryActivities
 from activities.triage import TriageActivities
-from models.evidence import EvidenceRequest, MetricEvidence
+from models.evidence import EvidenceRequest, KubernetesEvidence, MetricEvidence, Rollout
 from models.incident import (
     Alert,
     AlertNotification,
@@ -115,6 +116,38 @@ class FakePrometheus:
         return self.metric_evidence
 
 
+class FakeKubernetes:
+    """Stands in for ``gather_kubernetes_evidence``. By default the alerting service was rolled out five minutes
+    before the alert began, so the real diagnosis finds a bad deploy and plans a rollback for a person to approve."""
+
+    def __init__(self) -> None:
+        self.rolled_out = True
+        self.requests: list[EvidenceRequest] = []
+
+    @activity.defn(name="gather_kubernetes_evidence")
+    async def gather_kubernetes_evidence(self, request: EvidenceRequest) -> KubernetesEvidence:
+        self.requests.append(request)
+        if not self.rolled_out:
+            return KubernetesEvidence()
+        at = request.onset - timedelta(minutes=5)
+        return KubernetesEvidence(
+            rollouts=[
+                Rollout(
+                    namespace=request.namespace,
+                    deployment=request.workload,
+                    revision=7,
+                    replicaset=f"{request.workload}-6d5f8c7b9a",
+                    at=at,
+                    images=[f"{request.workload}:v2"],
+                    previous_images=[f"{request.workload}:v1"],
+                    changed=["image"],
+                    current=True,
+                    summary=f"revision 7 at {at:%H:%M}Z: image {request.workload}:v1 -> {request.workload}:v2",
+                )
+            ]
+        )
+
+
 class RecordingNotifier:
     """Stands in for ``notify``; a test can hold an event's notification open to act while it is in flight."""
 
@@ -136,14 +169,19 @@ class RecordingNotifier:
 
 @asynccontextmanager
 async def incident_worker(
-    client: Client, task_queue: str, prometheus: FakePrometheus, notifier: RecordingNotifier
+    client: Client,
+    task_queue: str,
+    prometheus: FakePrometheus,
+    notifier: RecordingNotifier,
+    kubernetes: FakeKubernetes | None = None,
+    llm: LLMActivities | None = None,
 ) -> AsyncIterator[Worker]:
-    """The incident's worker with Prometheus and the notifier stood in; the other sources are the real
-    adapters, unconfigured, so every incident records their real "not configured" gaps."""
+    """The incident's worker with Prometheus, Kubernetes and the notifier stood in; the other sources are the
+    real adapters, unconfigured, so every incident records their real "not configured" gaps."""
+    kubernetes = kubernetes or FakeKubernetes()
     triage = TriageActivities(RUNBOOKS)
     async with aiohttp.ClientSession() as session:
         loki = LokiActivities(None, None, session)
-        kubernetes = KubernetesActivities(None)
         alertmanager = AlertmanagerActivities(None, session)
         worker = Worker(
             client,
@@ -152,12 +190,14 @@ async def incident_worker(
             activities=[
                 triage.triage_alerts,
                 triage.diagnose_incident,
+                MemoryActivities(client).recall_incidents,
                 prometheus.query_alert_expression,
                 prometheus.gather_metric_evidence,
                 loki.gather_log_evidence,
                 kubernetes.gather_kubernetes_evidence,
                 alertmanager.gather_related_alerts,
                 notifier.notify,
+                (llm or LLMActivities(None, None)).diagnose_with_llm,
             ],
         )
         async with worker:

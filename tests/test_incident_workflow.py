@@ -15,10 +15,13 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowU
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
+from activities.llm import LLMActivities
 from config.settings import Settings
 from frontdoor.gateway import IncidentGateway
 from models.incident import Decision, IncidentSettings, IncidentState, Phase, PromSeries
+from tests.fixtures.openai_stand_in import OpenAIStandIn, answer, server_error
 from tests.harness import (
+    FakeKubernetes,
     FakePrometheus,
     RecordingNotifier,
     alert,
@@ -43,6 +46,7 @@ class Rig:
     prometheus: FakePrometheus
     notifier: RecordingNotifier
     task_queue: str
+    kubernetes: FakeKubernetes
 
     @property
     def group_key(self) -> str:
@@ -56,18 +60,19 @@ class Rig:
         return self.env.client.get_workflow_handle_for(IncidentWorkflow.run, workflow_id)
 
 
-def make_rig_factory(env: WorkflowEnvironment, task_queue: str):
+def make_rig_factory(env: WorkflowEnvironment, task_queue: str, llm: LLMActivities | None = None):
     async def make(**overrides: object) -> AsyncIterator[Rig]:
         settings = Settings(_env_file=None, temporal_task_queue=task_queue)  # type: ignore[call-arg]
         incident_settings = IncidentSettings(**{"approval_timeout_s": 900, "verify_after_s": 300, **overrides})
-        prometheus, notifier = FakePrometheus(), RecordingNotifier()
-        async with incident_worker(env.client, task_queue, prometheus, notifier):
+        prometheus, notifier, kubernetes = FakePrometheus(), RecordingNotifier(), FakeKubernetes()
+        async with incident_worker(env.client, task_queue, prometheus, notifier, kubernetes, llm):
             yield Rig(
                 env,
                 IncidentGateway(env.client, settings, incident_settings),
                 prometheus,
                 notifier,
                 task_queue,
+                kubernetes,
             )
 
     return make
@@ -184,7 +189,9 @@ async def test_resolution_before_approval_closes_without_acting(rig: Rig) -> Non
 
 @pytest_asyncio.fixture
 async def dev_rig(dev_server: WorkflowEnvironment, task_queue: str):
-    async for value in make_rig_factory(dev_server, task_queue)(max_history_events=60, verify_after_s=1):
+    # Low enough that the continue-as-new test crosses it with its 40 signals; high enough that an ordinary
+    # incident (about 70 events up to its close) does not.
+    async for value in make_rig_factory(dev_server, task_queue)(max_history_events=90, verify_after_s=1):
         yield value
 
 
@@ -233,7 +240,6 @@ async def test_unavailable_prometheus_is_a_gap_and_verification_is_inconclusive(
     # The alert probe and the metric search met the same refusal: one gap. The unset sources are gaps too.
     assert sorted((g.source, g.reason) for g in waiting.evidence.gaps) == [
         ("alertmanager", "Alertmanager is not configured (set ALERTMANAGER_URL)"),
-        ("kubernetes", "Kubernetes is not configured (set KUBECONFIG)"),
         ("loki", "Loki is not configured (set LOKI_URL)"),
         ("prometheus", "Prometheus rejected the query: parse error"),
     ]
@@ -242,7 +248,7 @@ async def test_unavailable_prometheus_is_a_gap_and_verification_is_inconclusive(
     escalated = await wait_for_phase(handle, Phase.escalated)
     assert escalated.verification[-1].outcome == "inconclusive"
     assert "parse error" in (escalated.escalation_reason or "")
-    assert len(escalated.evidence.gaps) == 4  # verification does not add evidence
+    assert len(escalated.evidence.gaps) == 3  # verification does not add evidence
 
 
 async def test_duplicate_notifications_make_one_incident(rig: Rig) -> None:
@@ -319,9 +325,77 @@ async def test_continue_as_new_keeps_the_state(dev_rig: Rig) -> None:
 
 
 async def test_alert_without_runbook_escalates_with_unknown_diagnosis(rig: Rig) -> None:
+    rig.kubernetes.rolled_out = False  # nothing points anywhere: the agent must abstain
     delivery = await rig.gateway.deliver(rig.notification(alert(alertname="SomethingOdd")))
     handle = rig.handle(delivery.workflow_id)
     state = await wait_for_phase(handle, Phase.escalated)
-    assert state.diagnosis.category == "unknown" and state.diagnosis.confidence == 0.0
+    assert state.diagnosis.category == "unknown" and state.diagnosis.confidence < 0.4
     assert state.plan is not None and [a.type for a in state.plan.actions] == ["escalate"]
     assert state.escalation_reason and "No runbook" in state.escalation_reason
+
+
+# ---- the optional LLM step --------------------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture
+async def openai_stand_in() -> AsyncIterator[OpenAIStandIn]:
+    async with OpenAIStandIn(api_key="sk-test") as stand_in:
+        yield stand_in
+
+
+@pytest_asyncio.fixture
+async def llm_rig(time_skipping_env: WorkflowEnvironment, task_queue: str, openai_stand_in: OpenAIStandIn):
+    llm = LLMActivities("sk-test", openai_stand_in.base_url, "test-model", max_retries=0)
+    async for value in make_rig_factory(time_skipping_env, task_queue, llm)(llm=True):
+        yield value
+
+
+async def test_an_accepted_llm_answer_replaces_the_scored_diagnosis_and_its_cost_is_recorded(
+    llm_rig: Rig, openai_stand_in: OpenAIStandIn
+) -> None:
+    openai_stand_in.script(
+        answer(
+            {
+                "category": "application_error",
+                "confidence": 0.62,
+                "root_cause_namespace": "food",
+                "root_cause_workload": "search",
+                "explanation": "The rollout changed nothing the failing path uses.",
+                "evidence": ["errors began after the rollout but in a route it did not touch"],
+                "actions": [{"type": "escalate", "namespace": "", "target": ""}],
+            }
+        )
+    )
+    delivery = await llm_rig.gateway.deliver(llm_rig.notification())
+    state = await wait_for_phase(llm_rig.handle(delivery.workflow_id), Phase.escalated)
+    await capture(llm_rig.handle(delivery.workflow_id), "memory_and_llm_accepted")
+
+    assert (state.diagnosis.category, state.diagnosis.confidence) == ("application_error", 0.62)
+    assert state.diagnosis.runbook == "high-error-rate"
+    assert state.plan is not None and [a.type for a in state.plan.actions] == ["escalate"]
+    [step] = [event for event in state.timeline if event.kind == "llm"]
+    assert step.data["used"] is True and step.data["model"] == "test-model"
+    assert step.data["prompt_tokens"] > 0 and step.data["completion_tokens"] > 0
+    # The model was shown the scored hypotheses and the rollback the scoring planned.
+    [request] = openai_stand_in.requests
+    assert "bad_deploy" in request.message("user") and "rollback" in request.message("user")
+
+
+async def test_an_llm_failure_leaves_the_scored_diagnosis_and_records_why(
+    llm_rig: Rig, openai_stand_in: OpenAIStandIn
+) -> None:
+    openai_stand_in.script(server_error())
+    delivery = await llm_rig.gateway.deliver(llm_rig.notification())
+    state = await wait_for_phase(llm_rig.handle(delivery.workflow_id), Phase.awaiting_approval)
+    await capture(llm_rig.handle(delivery.workflow_id), "memory_and_llm_fallback")
+
+    assert state.diagnosis.category == "bad_deploy"
+    assert state.plan is not None and state.plan.actions[0].type == "rollback"
+    [step] = [event for event in state.timeline if event.kind == "llm"]
+    assert step.data["used"] is False and "HTTP 500" in step.data["fallback_reason"]
+
+
+async def test_without_an_llm_configured_the_step_is_not_taken(rig: Rig) -> None:
+    handle, _ = await open_incident(rig)
+    state = await state_of(handle)
+    assert not [event for event in state.timeline if event.kind == "llm"]

@@ -196,6 +196,20 @@ async def test_namespace_is_isolated_and_escaped(http: aiohttp.ClientSession) ->
     assert parse_logql(sent[-1]).matchers[0].value == 'we"ird\\ns'
 
 
+async def test_a_cluster_alert_without_namespace_reads_every_namespace(http: aiohttp.ClientSession) -> None:
+    # A node alert names no namespace; Loki refuses {namespace=""}, so the query must select all of them.
+    streams = [
+        _stream({"namespace": "food", "app": "search"}, [(ONSET, "ERROR dial tcp 10.0.0.1:80: connect: no route")] * 2),
+        _stream({"namespace": "shop", "app": "cart"}, [(ONSET, "panic: runtime error: index out of range")]),
+    ]
+    async with LokiStandIn(streams) as loki:
+        evidence = await _evidence(loki, http, _request(""))
+        sent = loki.requests[-1].params["query"]
+
+    assert sent.startswith('{namespace=~".+"} |~ ')
+    assert sorted(w for t in evidence.templates for w in t.workloads) == ["cart", "search"]
+
+
 async def test_windows_limit_and_direction_are_sent_as_loki_expects(http: aiohttp.ClientSession) -> None:
     async with LokiStandIn([]) as loki:
         await _evidence(loki, http, _request(baseline_s=1800.0), max_lines=1234)

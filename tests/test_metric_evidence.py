@@ -1,7 +1,8 @@
 """Metric evidence from a real Prometheus loaded with a namespace whose story we wrote (promtool backfill).
 
-The story: in namespace ``food``, ``search`` (OpenTelemetry RED metrics) starts failing 5 minutes ago; ``cart``
-(classic RED metrics) is healthy; ``recommendations`` had a CPU bump an hour ago that recovered (a distractor);
+The story: in namespace ``food``, ``search`` (OpenTelemetry RED metrics) starts failing 5 minutes ago; ``blip``
+had a burst of errors that ended 90 seconds ago; ``cart`` (classic RED metrics) is healthy; ``recommendations``
+had a CPU bump an hour ago that recovered (a distractor);
 a ``search`` pod starts restarting with the errors; ``idle`` serves no traffic (its error ratio is 0/0 = NaN).
 """
 
@@ -70,6 +71,18 @@ def story() -> str:
     cart = {"namespace": "food", "service": "cart", "pod": "cart-55f4d76cd9-dtgkz", "container": "cart"}
     add("http_requests_total", _counter("http_requests_total", {**cart, "code": "200"}, lambda t: 30.0, rng))
     add("http_requests_total", _counter("http_requests_total", {**cart, "code": "500"}, lambda t: 0.3, rng))
+    # blip: a burst of 5xx that ended 90 s ago; its 5-minute error ratio still shows it, its latest value not.
+    blip = {"namespace": "food", "service": "blip", "pod": "blip-5f6d7c8b9a-k2m4n", "container": "blip"}
+    add(otel, _counter(otel, {**blip, "http_response_status_code": "200"}, lambda t: 40.0, rng))
+    add(
+        otel,
+        _counter(
+            otel,
+            {**blip, "http_response_status_code": "500"},
+            lambda t: 20.0 if NOW - 240 <= t < NOW - 90 else 0.2,
+            rng,
+        ),
+    )
     idle = {"namespace": "food", "service": "idle", "pod": "idle-6d5c9b8f7d-qqn6z", "container": "idle"}
     add("http_requests_total", _counter("http_requests_total", {**idle, "code": "200"}, lambda t: 0.0, rng))
 
@@ -180,6 +193,16 @@ async def test_the_failing_service_is_the_top_finding_with_when_and_how_much(evi
     # The 5m rate window smears a step over 5 minutes; the onset lands inside it.
     assert CHANGE_AT - 30 <= errors.onset.timestamp() <= CHANGE_AT + 5 * 60
     assert "search" in errors.summary and "rose" in errors.summary
+
+
+async def test_latest_values_tell_an_ongoing_change_from_one_that_is_over(evidence: MetricEvidence) -> None:
+    search = next(f for f in evidence.findings if f.metric == "error_ratio" and f.workload == "search")
+    blip = next(f for f in evidence.findings if f.metric == "error_ratio" and f.workload == "blip")
+    # Both still look raised over 5 minutes; over the last scrape interval only search still fails.
+    assert search.now is not None and search.now == pytest.approx(search.recent, rel=0.3)
+    assert blip.recent > 10 * blip.baseline
+    assert blip.now is not None and blip.now < blip.baseline + 0.1 * (blip.recent - blip.baseline)
+    assert "; now " in blip.summary
 
 
 async def test_both_red_conventions_are_discovered_and_queried(evidence: MetricEvidence) -> None:

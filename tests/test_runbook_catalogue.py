@@ -113,11 +113,17 @@ SCENARIO_ALERTNAMES: dict[str, str] = {
 # - cordon_node keeps pods off a bad node: only node_failure.
 # - scale_up adds capacity: only demand beyond capacity (traffic_surge) or CPU-bound pods (cpu_saturation).
 # - rollout_restart gives fresh processes: it releases leaked connections (connection_pool_exhaustion), resets a
-#   leaking heap (oom_kill) and unwedges a hung process (application_error). It does NOT fix a crash loop (the new
-#   pods crash the same way) nor DNS (CoreDNS with a broken configuration would only crash on restart).
+#   leaking heap (oom_kill) and unwedges a hung process (application_error); aimed at the diagnosed root cause,
+#   it unwedges a dependency whose pods stopped answering (dependency_failure). It does NOT fix a crash loop (the
+#   new pods crash the same way) nor DNS (CoreDNS with a broken configuration would only crash on restart).
 # - delete_pod does the same for one pod, and also lets a pod stranded on a lost node be recreated elsewhere
 #   (node_failure).
-RESTART_FIXES = {Category.application_error, Category.connection_pool_exhaustion, Category.oom_kill}
+RESTART_FIXES = {
+    Category.application_error,
+    Category.connection_pool_exhaustion,
+    Category.oom_kill,
+    Category.dependency_failure,
+}
 MUTATING_ACTION_FIXES: dict[ActionType, set[Category]] = {
     ActionType.rollback: {Category.bad_deploy},
     ActionType.raise_memory_limit: {Category.oom_kill},

@@ -29,18 +29,16 @@ from models.incident import (
     Diagnosis,
     Evidence,
     EvidenceGap,
-    EvidenceItem,
     IncidentState,
     Phase,
     Plan,
     Severity,
-    TriageResult,
     VerificationRecord,
 )
 from triage.alerts import merge_notification, notification_from_webhook
 from triage.identity import group_key_from_fingerprints, incident_workflow_id, labels_fingerprint
 from triage.labels import highest_severity, namespace_of, pod_of, severity_of, workload_of
-from triage.planning import diagnose, lead_alert, triage
+from triage.planning import lead_alert, triage
 from triage.promql import expr_from_generator_url, series_of_alerts
 from triage.runbooks import Runbook, RunbookError, find_runbook, load_runbook, load_runbooks
 from triage.summary import details_markdown, one_line_summary
@@ -241,6 +239,8 @@ def test_pod_of_reads_the_usual_pod_labels() -> None:
         ({"service": "search", "job": "blackbox"}, "search"),
         ({"app": "cart", "container": "main"}, "cart"),
         ({"job": "docker_nodes"}, "docker_nodes"),
+        ({"job": "kube-state-metrics", "node": "ip-10-0-1-2"}, ""),  # an exporter reporting on a node
+        ({"job": "kubelet", "persistentvolumeclaim": "data-db-0"}, ""),
         ({"alertname": "X", "namespace": "food"}, ""),
     ],
 )
@@ -926,180 +926,6 @@ def test_triage_without_alerts_fails() -> None:
         triage([], shipped_runbooks())
 
 
-# ---------------------------------------------------------------------------------------------- diagnose
-
-
-def _triaged(alerts: list[Alert]) -> TriageResult:
-    return triage(alerts, shipped_runbooks())
-
-
-def test_diagnose_without_runbook_escalates() -> None:
-    alerts = [make_alert(alertname="SomethingOdd", namespace="food", service="search", severity="critical")]
-    result = _triaged(alerts)
-    assert result.runbook_id is None
-    outcome = diagnose(alerts, result, Evidence(), shipped_runbooks())
-    assert outcome.diagnosis.category is Category.unknown
-    assert outcome.diagnosis.confidence == 0.0
-    assert outcome.diagnosis.runbook is None
-    assert "SomethingOdd" in outcome.diagnosis.summary
-    assert (outcome.diagnosis.root_cause.namespace, outcome.diagnosis.root_cause.workload) == (
-        "food",
-        "search",
-    )
-    [action] = outcome.actions
-    assert action.type is ActionType.escalate
-    assert not action.type.mutating
-    assert Plan(id="p", actions=outcome.actions).mutating is False
-
-
-def test_diagnose_high_error_rate_proposes_a_rollback() -> None:
-    alerts = notification_from_webhook(webhook("alertmanager_firing.json"), RECEIVED).alerts
-    result = _triaged(alerts)
-    evidence = Evidence(items=[EvidenceItem(source="prometheus", kind="alert_expression", summary="1 series")])
-    outcome = diagnose(alerts, result, evidence, shipped_runbooks())
-    diagnosis = outcome.diagnosis
-    assert diagnosis.category is Category.bad_deploy
-    assert diagnosis.confidence == pytest.approx(0.45)
-    assert diagnosis.runbook == "high-error-rate"
-    assert (diagnosis.root_cause.namespace, diagnosis.root_cause.workload) == ("food", "search")
-    assert [h.category for h in diagnosis.hypotheses] == [
-        Category.bad_deploy,
-        Category.dependency_failure,
-        Category.application_error,
-    ]
-    confidences = [h.confidence for h in diagnosis.hypotheses]
-    assert confidences == sorted(confidences, reverse=True)
-    assert "prometheus: 1 series" in diagnosis.hypotheses[0].evidence
-    assert any("high-error-rate" in line for line in diagnosis.hypotheses[0].evidence)
-    [action] = outcome.actions
-    assert action.type is ActionType.rollback
-    assert (action.namespace, action.target) == ("food", "search")
-    assert action.requires_approval is True
-    assert action.risk == "medium"
-    assert "bad_deploy" in outcome.rationale
-
-
-def test_diagnose_rollback_target_follows_the_pod_label() -> None:
-    alerts = [
-        make_alert(
-            alertname="HighErrorRate",
-            severity="critical",
-            namespace="food",
-            pod="search-894587957d-x7k2p",
-            service="search-svc",
-        ),
-    ]
-    outcome = diagnose(alerts, _triaged(alerts), Evidence(), shipped_runbooks())
-    [action] = outcome.actions
-    assert (action.type, action.namespace, action.target) == (ActionType.rollback, "food", "search")
-
-
-def test_diagnose_mutation_without_namespace_degrades_to_escalate() -> None:
-    alerts = [make_alert(alertname="HighErrorRate", severity="critical", service="search")]
-    outcome = diagnose(alerts, _triaged(alerts), Evidence(), shipped_runbooks())
-    assert outcome.diagnosis.category is Category.bad_deploy
-    [action] = outcome.actions
-    assert action.type is ActionType.escalate
-    assert action.requires_approval is False
-    assert (action.namespace, action.target) == ("", "")
-    assert "rollback" in action.reason
-
-
-def test_diagnose_mutation_without_target_degrades_to_escalate() -> None:
-    alerts = [make_alert(alertname="HighErrorRate", severity="critical", namespace="food")]
-    outcome = diagnose(alerts, _triaged(alerts), Evidence(), shipped_runbooks())
-    [action] = outcome.actions
-    assert action.type is ActionType.escalate
-    assert action.requires_approval is False
-
-
-def test_diagnose_pod_and_node_targets(tmp_path: Path) -> None:
-    data = valid_runbook(
-        hypotheses=[{"category": "node_failure", "prior": 0.9, "summary": "node"}],
-        actions=[
-            {"type": "delete_pod", "target": "pod", "addresses": ["node_failure"]},
-            {"type": "cordon_node", "target": "node", "risk": "high", "addresses": ["node_failure"]},
-        ],
-    )
-    runbooks = [load_runbook(write_runbook(tmp_path, "t.yaml", data))]
-    full = [make_alert(alertname="TestAlert", namespace="food", pod="db-0", node="worker-3")]
-    actions = diagnose(full, triage(full, runbooks), Evidence(), runbooks).actions
-    assert [(a.type, a.namespace, a.target, a.risk, a.requires_approval) for a in actions] == [
-        (ActionType.delete_pod, "food", "db-0", "medium", True),
-        (ActionType.cordon_node, "food", "worker-3", "high", True),
-    ]
-    no_node = [make_alert(alertname="TestAlert", namespace="food", pod="db-0")]
-    actions = diagnose(no_node, triage(no_node, runbooks), Evidence(), runbooks).actions
-    assert [a.type for a in actions] == [ActionType.delete_pod, ActionType.escalate]
-    assert "cordon_node" in actions[1].reason
-
-
-def test_diagnose_non_mutating_top_cause_gives_a_plain_escalation() -> None:
-    alerts = [
-        make_alert(
-            alertname="KubePodCrashLooping",
-            severity="warning",
-            namespace="shop",
-            pod="cart-7d4b9c8f6-zb2xw",
-            container="cart",
-        )
-    ]
-    outcome = diagnose(alerts, _triaged(alerts), Evidence(), shipped_runbooks())
-    assert outcome.diagnosis.category is Category.crash_loop
-    assert outcome.diagnosis.confidence == pytest.approx(0.5)
-    [action] = outcome.actions
-    assert action.type is ActionType.escalate
-    assert (action.namespace, action.target, action.requires_approval) == ("", "", False)
-    runbook = find_runbook(shipped_runbooks(), "KubePodCrashLooping", {})
-    assert [a.reason for a in runbook.actions if Category.crash_loop in a.addresses] == [action.reason]
-
-
-def test_diagnose_params_are_carried_and_duplicates_dropped(tmp_path: Path) -> None:
-    action = {
-        "type": "raise_memory_limit",
-        "target": "workload",
-        "addresses": ["oom_kill"],
-        "params": {"factor": 1.5},
-        "reason": "headroom",
-    }
-    data = valid_runbook(
-        hypotheses=[{"category": "oom_kill", "prior": 0.7, "summary": "oom"}],
-        actions=[action, dict(action)],
-    )
-    runbooks = [load_runbook(write_runbook(tmp_path, "t.yaml", data))]
-    alerts = [make_alert(alertname="TestAlert", namespace="food", deployment="search")]
-    [planned] = diagnose(alerts, triage(alerts, runbooks), Evidence(), runbooks).actions
-    assert planned.type is ActionType.raise_memory_limit
-    assert planned.params == {"factor": 1.5}
-    assert (planned.namespace, planned.target) == ("food", "search")
-
-
-def test_diagnose_with_no_action_for_the_top_cause_escalates(tmp_path: Path) -> None:
-    data = valid_runbook(actions=[])
-    runbooks = [load_runbook(write_runbook(tmp_path, "t.yaml", data))]
-    alerts = [make_alert(alertname="TestAlert", namespace="food", service="search")]
-    [action] = diagnose(alerts, triage(alerts, runbooks), Evidence(), runbooks).actions
-    assert action.type is ActionType.escalate
-    assert action.requires_approval is False
-
-
-def test_diagnose_aims_the_action_at_the_diagnosed_root_cause() -> None:
-    # Two alerts of one group; the critical one leads (triage names pay/checkout as the place), but it is
-    # not the first alert in arrival order. The rollback must be aimed where the diagnosis says the root
-    # cause is, not at whichever alert happens to come first.
-    alerts = [
-        make_alert("w", alertname="HighErrorRate", severity="warning", namespace="food", service="search"),
-        make_alert("c", alertname="HighErrorRate", severity="critical", namespace="pay", service="checkout"),
-    ]
-    result = _triaged(alerts)
-    assert (result.namespace, result.service) == ("pay", "checkout")
-    outcome = diagnose(alerts, result, Evidence(), shipped_runbooks())
-    root = outcome.diagnosis.root_cause
-    [action] = outcome.actions
-    assert action.type is ActionType.rollback
-    assert (action.namespace, action.target) == (root.namespace, root.workload)
-
-
 # ---------------------------------------------------------------------------------------------- summary
 
 
@@ -1283,6 +1109,17 @@ def test_settings_approvers_drop_blanks(clean_env: pytest.MonkeyPatch) -> None:
 def test_settings_blank_url_is_unset(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("PROMETHEUS_URL", "  ")
     assert Settings(_env_file=None).prometheus_url is None
+
+
+def test_settings_blank_llm_variables_leave_the_llm_off(clean_env: pytest.MonkeyPatch) -> None:
+    # `make eval --no-llm` blanks them so that a .env file cannot fill them in: blank means unset.
+    for variable in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_MODEL"):
+        clean_env.setenv(variable, "")
+    settings = Settings(_env_file=None)
+    assert (settings.openai_api_key, settings.llm_model, settings.llm_configured) == (None, None, False)
+    assert settings.incident_settings().llm is False
+    clean_env.setenv("OPENAI_BASE_URL", "http://127.0.0.1:11434/v1")  # Ollama needs no key
+    assert Settings(_env_file=None).incident_settings().llm is True
 
 
 @pytest.mark.parametrize(

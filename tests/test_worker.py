@@ -42,7 +42,8 @@ async def test_every_activity_log_line_names_its_incident(
         gateway = IncidentGateway(time_skipping_env.client, settings)
         delivery = await gateway.deliver(notification(group_key=f'{{}}:{{test="{task_queue}"}}'))
         handle = time_skipping_env.client.get_workflow_handle(delivery.workflow_id)
-        state = await wait_for(handle, lambda s: s.phase == Phase.awaiting_approval)
+        # Nothing to go on: the agent abstains and hands the incident to a person.
+        state = await wait_for(handle, lambda s: s.phase == Phase.escalated)
 
     # Every source unset: recorded gaps naming what to set, not failures.
     assert sorted((g.source, g.reason) for g in state.evidence.gaps) == [
@@ -54,8 +55,8 @@ async def test_every_activity_log_line_names_its_incident(
     activity_lines = [entry for entry in captured_logs.entries if "activity" in entry]
     assert {entry["activity"] for entry in activity_lines} >= {"triage_alerts", "diagnose_incident", "notify"}
     assert {entry["incident_id"] for entry in activity_lines} == {delivery.workflow_id}
-    approval = next(entry for entry in captured_logs.entries if entry["event"] == "approval_requested")
-    assert approval["plan_id"] == state.plan.id and approval["actions"][0]["type"] == "rollback"
+    assert state.diagnosis.category == "unknown" and state.plan is not None
+    assert [action.type for action in state.plan.actions] == ["escalate"]
 
 
 async def test_a_broken_runbook_stops_the_worker_naming_file_and_key(

@@ -45,6 +45,11 @@ _SUFFIXED_POD = re.compile(rf"^{_NAME}-{_SAFE}{{5}}$")
 _STATEFUL_POD = re.compile(rf"^{_NAME}-\d+$")
 
 
+_EXPORTER_JOBS = frozenset(
+    {"kube-state-metrics", "kubelet", "cadvisor", "node-exporter", "node_exporter", "blackbox", "blackbox-exporter"}
+)
+
+
 def namespace_of(labels: Mapping[str, str]) -> str:
     for key in _NAMESPACE_KEYS:
         if labels.get(key):
@@ -65,7 +70,9 @@ def workload_of(labels: Mapping[str, str]) -> str:
     if pod:
         match = _DEPLOYMENT_POD.match(pod) or _SUFFIXED_POD.match(pod) or _STATEFUL_POD.match(pod)
         return match.group("workload") if match else pod
-    for key in ("service", "app", "app_kubernetes_io_name", "container", "job"):
+    for key in ("service", "app", "app_kubernetes_io_name", "container"):
         if labels.get(key):
             return labels[key]
-    return ""
+    job = labels.get("job", "")
+    # These jobs name the exporter that reports on something else (a node, a volume, any pod), not a workload.
+    return "" if job in _EXPORTER_JOBS else job

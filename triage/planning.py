@@ -5,23 +5,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from diagnosis.actions import actions_for, allowed_actions
+from diagnosis.engine import diagnosis_of, weigh
+from diagnosis.facts import facts_of
 from models.evidence import EvidenceRequest
 from models.incident import (
-    Action,
-    ActionType,
     Alert,
-    Category,
     DiagnoseResult,
-    Diagnosis,
     Evidence,
-    Hypothesis,
     IncidentState,
+    PastIncident,
     TriageResult,
-    Workload,
 )
 from triage.labels import highest_severity, namespace_of, pod_of, workload_of
 from triage.promql import expr_from_generator_url
-from triage.runbooks import Runbook, RunbookAction, find_runbook
+from triage.runbooks import Runbook, find_runbook
 
 
 def triage(alerts: Sequence[Alert], runbooks: Sequence[Runbook]) -> TriageResult:
@@ -72,51 +70,25 @@ def evidence_request(state: IncidentState, at: datetime) -> EvidenceRequest:
 
 
 def diagnose(
-    alerts: Sequence[Alert], result: TriageResult, evidence: Evidence, runbooks: Sequence[Runbook]
+    alerts: Sequence[Alert],
+    result: TriageResult,
+    evidence: Evidence,
+    runbooks: Sequence[Runbook],
+    seen_before: Sequence[PastIncident] = (),
 ) -> DiagnoseResult:
-    """Rank the runbook's hypotheses by their priors and propose the actions that address the best one.
-
-    Without evidence scoring (a later stage) a prior is all we have, so confidence stays at the prior and
-    every mutating action waits for a human.
-    """
+    """Weigh every cause against the evidence, name the best (or abstain), and plan the actions that address it."""
     runbook = next((runbook for runbook in runbooks if runbook.id == result.runbook_id), None)
-    place = Workload(namespace=result.namespace, workload=result.service)
-    if runbook is None:
-        return DiagnoseResult(
-            diagnosis=Diagnosis(
-                category=Category.unknown,
-                confidence=0.0,
-                root_cause=place,
-                summary=f"No runbook covers {result.alertname or 'this alert'}; a person must diagnose it.",
-            ),
-            actions=[Action(type=ActionType.escalate, reason="no runbook for this alert", risk="low")],
-            rationale="no runbook matched",
-        )
-    cited = [f"runbook {runbook.id} matches alertname {result.alertname}", *cited_evidence(evidence)]
-    hypotheses = sorted(
-        (
-            Hypothesis(category=h.category, confidence=h.prior, evidence=list(cited), root_cause=place)
-            for h in runbook.hypotheses
-        ),
-        key=lambda hypothesis: hypothesis.confidence,
-        reverse=True,
-    )
-    best = hypotheses[0]
-    best_summary = next(h.summary for h in runbook.hypotheses if h.category == best.category)
-    # Aim at the alert the triage named the incident after, so the plan targets the diagnosed workload.
-    firing = [alert for alert in alerts if alert.status == "firing"] or list(alerts)
-    actions = _actions_for(best.category, runbook.actions, lead_alert(firing).labels)
+    facts = facts_of(alerts, result, evidence, seen_before)
+    weighed = weigh(facts, runbook)
+    diagnosis = diagnosis_of(facts, weighed, runbook)
+    actions = actions_for(diagnosis, runbook, facts)
+    top = ", ".join(f"{tally.category.value} {p:.2f}" for tally, p in weighed[:3])
+    source = f"runbook {runbook.id}" if runbook else "no runbook matched"
     return DiagnoseResult(
-        diagnosis=Diagnosis(
-            category=best.category,
-            confidence=best.confidence,
-            root_cause=place,
-            summary=best_summary,
-            hypotheses=hypotheses,
-            runbook=runbook.id,
-        ),
+        diagnosis=diagnosis,
         actions=actions,
-        rationale=f"runbook {runbook.id}: most likely {best.category.value} (prior {best.confidence:.2f})",
+        allowed_actions=allowed_actions(diagnosis, runbook, facts),
+        rationale=f"{source}; evidence scoring: {top}",
     )
 
 
@@ -130,55 +102,3 @@ def cited_evidence(evidence: Evidence, per_kind: int = 3) -> list[str]:
     new_templates = [template for template in evidence.log_templates if template.new]
     cited += [f"loki: new (x{t.count}) {t.template[:160]}" for t in new_templates[:per_kind]]
     return cited
-
-
-def _actions_for(category: Category, candidates: Sequence[RunbookAction], labels: dict[str, str]) -> list[Action]:
-    actions: list[Action] = []
-    for candidate in candidates:
-        if category not in candidate.addresses:
-            continue
-        namespace, target = namespace_of(labels), _target_of(candidate, labels)
-        if candidate.type.mutating and not (namespace and target):
-            # A mutation we cannot aim precisely is no mutation at all: hand it to a person.
-            actions.append(
-                Action(
-                    type=ActionType.escalate,
-                    risk="low",
-                    requires_approval=False,
-                    reason=f"{candidate.type.value} needs a namespace and a target the alert does not name",
-                )
-            )
-            continue
-        actions.append(
-            Action(
-                type=candidate.type,
-                namespace=namespace if candidate.type.mutating else "",
-                target=target if candidate.type.mutating else "",
-                params=dict(candidate.params),
-                risk=candidate.risk,
-                requires_approval=candidate.type.mutating,
-                reason=candidate.reason,
-            )
-        )
-    unique: list[Action] = []
-    for action in actions:
-        if action not in unique:
-            unique.append(action)
-    return unique or [
-        Action(
-            type=ActionType.escalate,
-            risk="low",
-            requires_approval=False,
-            reason="the runbook has no action for this cause",
-        )
-    ]
-
-
-def _target_of(candidate: RunbookAction, labels: dict[str, str]) -> str:
-    if candidate.target == "workload":
-        return workload_of(labels)
-    if candidate.target == "pod":
-        return pod_of(labels)
-    if candidate.target == "node":
-        return labels.get("node") or labels.get("kubernetes_node") or ""
-    return ""

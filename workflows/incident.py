@@ -63,6 +63,10 @@ with workflow.unsafe.imports_passed_through():
     from triage.summary import details_markdown, one_line_summary
     from workflows.evidence import gather_evidence
     from workflows.failures import failure_reason
+    from workflows.llm_step import LLM_PATCH, ask_llm, merged
+    from workflows.llm_step import describe as describe_llm
+    from workflows.memory_step import MEMORY_PATCH, recall
+    from workflows.memory_step import describe as describe_memory
     from workflows.search_attributes import search_attribute_updates
 
 # Error types a decide update can be rejected with; the front door maps them to HTTP statuses.
@@ -227,6 +231,10 @@ class IncidentWorkflow:
 
     async def _diagnose(self) -> None:
         state = self._state
+        if workflow.patched(MEMORY_PATCH):
+            memory = await recall(state)
+            state.seen_before = memory.incidents
+            self._record("memory", describe_memory(memory), {"seen_before": [p.line for p in memory.incidents]})
         try:
             result = await workflow.execute_activity_method(
                 TriageActivities.diagnose_incident,
@@ -234,6 +242,7 @@ class IncidentWorkflow:
                     alerts=list(state.alerts.values()),
                     triage=_triage_of(state),
                     evidence=state.evidence,
+                    seen_before=state.seen_before,
                 ),
                 start_to_close_timeout=_PURE_TIMEOUT,
                 retry_policy=_PURE_RETRY,
@@ -241,6 +250,11 @@ class IncidentWorkflow:
         except ActivityError as err:
             self._escalate(f"diagnosis failed: {failure_reason(err)}")
             return
+        if self._settings.llm and workflow.patched(LLM_PATCH):
+            answer = await ask_llm(state, result)
+            text, data = describe_llm(answer)
+            self._record("llm", text, data)
+            result = merged(result, answer)
         state.diagnosis = result.diagnosis
         state.plan = Plan(id=f"plan-{workflow.uuid4().hex[:12]}", actions=result.actions, rationale=result.rationale)
         self._record(

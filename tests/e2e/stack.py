@@ -11,14 +11,18 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
 
+from evals.timeshift import parse_rfc3339, shift_kubernetes
+from tests.fixtures.kube import load_document
 from tests.fixtures.prometheus import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+PAYLOADS = ROOT / "tests" / "payloads"
 T = TypeVar("T")
 
 
@@ -113,3 +117,12 @@ async def wait_phase(
 def port_open(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def bad_deploy_cluster(rolled_out_at: datetime) -> dict[str, Any]:
+    """The recorded bad-deploy cluster excerpt, moved in time so that search's last rollout (revision 4, ReplicaSet
+    search-894587957d) happened at ``rolled_out_at``, as an evaluation runner moves a scenario."""
+    document = load_document(PAYLOADS / "kube_bad_deploy.json")
+    replicaset = next(item for item in document["items"] if item["metadata"]["name"] == "search-894587957d")
+    recorded = parse_rfc3339(replicaset["metadata"]["creationTimestamp"])
+    return shift_kubernetes(document, int((rolled_out_at - recorded).total_seconds()))

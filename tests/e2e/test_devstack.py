@@ -9,6 +9,7 @@ SIGINT (Ctrl-C) then stops all three processes cleanly.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -17,7 +18,8 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from tests.e2e.stack import devstack, eventually, port_open, wait_phase, wait_ready
+from tests.e2e.stack import bad_deploy_cluster, devstack, eventually, port_open, wait_phase, wait_ready
+from tests.fixtures.kube import KubeAPI, kube_api
 from tests.fixtures.prometheus import PrometheusServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,11 +108,20 @@ def alert_payload() -> dict:
     }
 
 
+@pytest_asyncio.fixture
+async def kubernetes(tmp_path: Path) -> AsyncIterator[KubeAPI]:
+    # search was rolled out four minutes before the alert began: the diagnosis has a cause to act on.
+    starts_at = datetime.fromisoformat(alert_payload()["alerts"][0]["startsAt"].replace("Z", "+00:00"))
+    async with kube_api(tmp_path, bad_deploy_cluster(starts_at - timedelta(minutes=4))) as api:
+        yield api
+
+
 async def test_alert_to_closed_incident_through_the_embedded_stack(
-    exporter: Exporter, prometheus: PrometheusServer, tmp_path: Path
+    exporter: Exporter, prometheus: PrometheusServer, kubernetes: KubeAPI, tmp_path: Path
 ) -> None:
     env = {
         "PROMETHEUS_URL": prometheus.url,
+        "KUBECONFIG": str(kubernetes.kubeconfig),
         "WEBHOOK_TOKEN": WEBHOOK_TOKEN,
         "API_TOKEN": API_TOKEN,
         "VERIFY_AFTER": "1s",

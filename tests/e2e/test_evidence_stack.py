@@ -20,9 +20,9 @@ import pytest_asyncio
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client
 
-from tests.e2e.stack import devstack, wait_phase, wait_ready
+from tests.e2e.stack import bad_deploy_cluster, devstack, wait_phase, wait_ready
 from tests.fixtures.alertmanager import AlertmanagerServer
-from tests.fixtures.kube import KubeAPI, kube_api, load_document
+from tests.fixtures.kube import KubeAPI, kube_api
 from tests.fixtures.loki import LokiStandIn
 from tests.fixtures.prometheus import PrometheusServer, backfill
 from tests.test_metric_evidence import set_clock, story
@@ -78,7 +78,9 @@ async def loki() -> AsyncIterator[LokiStandIn]:
 
 @pytest_asyncio.fixture
 async def kubernetes(tmp_path: Path) -> AsyncIterator[KubeAPI]:
-    async with kube_api(tmp_path, load_document(PAYLOADS / "kube_bad_deploy.json")) as api:
+    # search was rolled out two minutes before its errors began (the story's CHANGE_AT, 5 minutes ago).
+    rolled_out_at = datetime.fromtimestamp(time.time() - 7 * 60, tz=UTC)
+    async with kube_api(tmp_path, bad_deploy_cluster(rolled_out_at)) as api:
         yield api
 
 
@@ -142,9 +144,12 @@ async def test_an_incident_shows_ranked_findings_rollouts_new_log_templates_and_
         assert [a["alertname"] for a in evidence["related_alerts"]] == ["KubePodCrashLooping"]
         kinds = [event["message"].split(":")[0] for event in state["timeline"] if event["kind"] == "evidence"]
         assert {"prometheus", "loki", "kubernetes", "alertmanager"} <= set(kinds)
-        # The diagnosis cites what was found.
+        # The diagnosis weighs what was found: the rollout just before the errors, aimed back at search.
+        assert state["diagnosis"]["category"] == "bad_deploy"
+        assert state["diagnosis"]["root_cause"] == {"namespace": "food", "workload": "search"}
         cited = state["diagnosis"]["hypotheses"][0]["evidence"]
-        assert any("share of requests failing with 5xx of search" in line for line in cited)
+        assert any("revision 4" in line and "shortly before" in line for line in cited)
+        assert [(a["type"], a["target"]) for a in state["plan"]["actions"]] == [("rollback", "search")]
 
         # The Temporal UI shows the same in the incident's current details (the workflow metadata query).
         client = await Client.connect(stack.temporal_address)
