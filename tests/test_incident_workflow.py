@@ -18,6 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.llm import LLMActivities
 from config.settings import Settings
 from frontdoor.gateway import IncidentGateway
+from models.evidence import MetricEvidence, SeriesChange
 from models.incident import Decision, IncidentSettings, IncidentState, Phase, PromSeries
 from tests.fixtures.openai_stand_in import OpenAIStandIn, answer, server_error
 from tests.harness import (
@@ -265,6 +266,9 @@ async def test_duplicate_notifications_make_one_incident(rig: Rig) -> None:
     assert joined.workflow_id == first.workflow_id
     state = await wait_for(rig.handle(first.workflow_id), lambda s: len(s.alerts) == 2)
     assert [e.kind for e in state.timeline].count("alerts_firing") == 2
+    # Leave no activity in flight when this test's worker stops: the time-skipping server would not skip time
+    # for the next test until that activity timed out.
+    await wait_for_phase(rig.handle(first.workflow_id), Phase.awaiting_approval)
 
 
 async def test_a_more_severe_alert_joining_raises_the_incident_severity(rig: Rig) -> None:
@@ -399,3 +403,56 @@ async def test_without_an_llm_configured_the_step_is_not_taken(rig: Rig) -> None
     handle, _ = await open_incident(rig)
     state = await state_of(handle)
     assert not [event for event in state.timeline if event.kind == "llm"]
+
+
+# ---- noise: watched, not paged ----------------------------------------------------------------------------
+
+
+def _burst_that_is_over(rig: Rig) -> None:
+    """The alert's error ratio rose, but over the last scrape interval it is back at its baseline; nothing else."""
+    rig.kubernetes.rolled_out = False
+    rig.prometheus.metric_evidence = MetricEvidence(
+        findings=[
+            SeriesChange(
+                metric="error_ratio",
+                workload="search",
+                labels={"namespace": "food", "service": "search"},
+                query="q",
+                baseline=0.001,
+                recent=0.12,
+                change=0.119,
+                score=12.0,
+                direction="up",
+                onset=datetime(2026, 1, 1, 11, 58, tzinfo=UTC),
+                now=0.0,
+                summary="share of requests failing with 5xx of search rose from 0.001 to 0.12; now 0",
+            )
+        ]
+    )
+
+
+# A one-second re-check in real time: these tests do not depend on the time-skipping server skipping ahead.
+@pytest.mark.parametrize("rig", [{"verify_after_s": 1}], indirect=True)
+async def test_noise_pages_nobody_and_closes_when_the_condition_is_gone_at_the_recheck(rig: Rig) -> None:
+    _burst_that_is_over(rig)
+    rig.prometheus.series = []  # at the re-check the alert expression returns nothing
+    delivery = await rig.gateway.deliver(rig.notification())
+    handle = rig.handle(delivery.workflow_id)
+    final = await wait_for_phase(handle, Phase.closed)
+    assert final.diagnosis.category == "noise"
+    assert final.plan is not None and [a.type for a in final.plan.actions] == ["none"]
+    assert "diagnosing -> verifying" in [e.message.split(":")[0] for e in final.timeline if e.kind == "phase"]
+    assert final.outcome == "resolved" and final.escalation_reason is None
+    assert "escalated" not in rig.notifier.events and "approval_requested" not in rig.notifier.events
+    assert final.verification[-1].outcome == "recovered"
+
+
+@pytest.mark.parametrize("rig", [{"verify_after_s": 1}], indirect=True)
+async def test_noise_that_keeps_firing_at_the_recheck_escalates(rig: Rig) -> None:
+    _burst_that_is_over(rig)  # and the alert expression still returns the incident's series at the re-check
+    delivery = await rig.gateway.deliver(rig.notification())
+    handle = rig.handle(delivery.workflow_id)
+    escalated = await wait_for_phase(handle, Phase.escalated)
+    assert escalated.escalation_reason == "the alert condition still holds: it did not recover by itself"
+    assert "escalated" in rig.notifier.events
+    await capture(handle, "noise_watched_then_escalated")

@@ -31,6 +31,7 @@ def test_representative_paths_are_kept() -> None:
         # Incidents since incident memory and the LLM step (patched: the older histories above have neither).
         "memory_and_llm_accepted",
         "memory_and_llm_fallback",
+        "noise_watched_then_escalated",
     } <= names
 
 

@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
     from config.durations import format_duration
     from models.incident import (
         ActionRecord,
+        ActionType,
         AlertNotification,
         Decision,
         DecisionRecord,
@@ -77,6 +78,8 @@ ALREADY_DECIDED = "AlreadyDecided"
 
 # Incidents started before the investigating phase asked every evidence source replay without it.
 EVIDENCE_SOURCES_PATCH = "evidence-sources-v1"
+# A plan of only "none" (noise) watches the alert instead of paging a person.
+WATCH_NOISE_PATCH = "watch-noise-v1"
 
 TIMELINE_LIMIT = 500
 TIMELINE_KEEP_HEAD = 50
@@ -265,6 +268,11 @@ class IncidentWorkflow:
         self._record("plan_proposed", result.rationale, state.plan.model_dump(mode="json"))
         if state.all_resolved:
             self._enter(Phase.resolved, "every alert resolved during diagnosis")
+        elif _only_watching(state.plan) and workflow.patched(WATCH_NOISE_PATCH):
+            # Nothing to fix (the condition looks already over): nobody is paged; the alert's own expression is
+            # checked again after the verify delay, and only a condition that is still there escalates.
+            state.verify_at = workflow.now() + timedelta(seconds=self._settings.verify_after_s)
+            self._enter(Phase.verifying, f"nothing to do; re-checking at {state.verify_at:%H:%M:%S}Z")
         elif not state.plan.mutating:
             self._escalate(state.diagnosis.summary or "no automatic action addresses this cause")
         elif any(action.requires_approval for action in state.plan.actions):
@@ -346,7 +354,11 @@ class IncidentWorkflow:
                 f"{len(result.series)} series of this incident still match",
                 expr,
             )
-            self._escalate("the alert condition still holds after remediation")
+            self._escalate(
+                "the alert condition still holds after remediation"
+                if state.plan is not None and state.plan.mutating
+                else "the alert condition still holds: it did not recover by itself"
+            )
         else:
             self._verified("prometheus", "recovered", "the alert expression returns no series of this incident", expr)
             self._enter(Phase.resolved, "recovered")
@@ -561,3 +573,7 @@ def _triage_of(state: IncidentState) -> TriageResult:
 
 def _rank(severity: object) -> int:
     return ["low", "medium", "high", "critical"].index(str(severity))
+
+
+def _only_watching(plan: Plan) -> bool:
+    return bool(plan.actions) and all(action.type is ActionType.none for action in plan.actions)
