@@ -245,12 +245,26 @@ class KubernetesActivities:
                     limit=POD_LIST_LIMIT,
                 )
             )
+            # What happened to the node and to its pods (NodeNotReady, evictions) is told in Warning events of
+            # every namespace the pods live in.
+            reads.append(
+                self._optional(
+                    _Read("list", "events", "*"),
+                    notes,
+                    self._core.list_event_for_all_namespaces,
+                    field_selector="type=Warning",
+                    limit=POD_LIST_LIMIT,
+                )
+            )
         docs = await asyncio.gather(*reads)
         nodes_doc = docs[0] or {}
         pods = _items(docs[1]) if len(docs) > 1 else []
         statuses, hosting = self._pods(request, [], pods, [], [], notes)
         nodes = self._nodes(request, nodes_doc, hosting, notes)
-        return KubernetesEvidence(pods=statuses, nodes=nodes, notes=notes)
+        on_node = {("Node", request.node)} | {("Pod", _name(pod)) for pod in pods}
+        events_doc = {"items": [e for e in _items(docs[2] if len(docs) > 2 else None) if _involves(e, on_node)]}
+        events = self._events("", events_doc, notes)
+        return KubernetesEvidence(pods=statuses, nodes=nodes, events=events, notes=notes)
 
     # ---- API access -------------------------------------------------------------------------------------
 
@@ -915,6 +929,16 @@ def _selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) ->
         if operator == "DoesNotExist" and present:
             return False
     return True
+
+
+def _involves(event: Mapping[str, Any], objects: set[tuple[str, str]]) -> bool:
+    """About one of ``objects`` (kind, name), or from the node controller: its NodeNotReady and eviction events
+    name the pods it marked or evicted, which may since have been recreated on other nodes."""
+    involved = event.get("involvedObject") or event.get("regarding") or {}
+    if (str(involved.get("kind", "")), str(involved.get("name", ""))) in objects:
+        return True
+    reporter = event.get("reportingComponent") or (event.get("source") or {}).get("component") or ""
+    return reporter == "node-controller"
 
 
 def _items(document: Mapping[str, Any] | None) -> list[dict[str, Any]]:

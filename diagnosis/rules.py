@@ -174,9 +174,12 @@ def connection_pool_exhaustion(facts: Facts) -> list[Tally]:
 
 def dependency_failure(facts: Facts) -> list[Tally]:
     """The alerting workloads are victims: another workload they call is down or failing, and they say so."""
-    callers = [w for w in facts.alerting if w]
+    alerting = [w for w in facts.alerting if w]
     tallies = []
-    for suspect in sorted(facts.known_workloads() - set(callers)):
+    # A dependency may alert too (its own 5xx in the same group): any workload but the lead can be the suspect,
+    # named by the other alerting workloads, its callers.
+    for suspect in sorted((facts.known_workloads() | set(alerting)) - {facts.lead}):
+        callers = [w for w in alerting if w != suspect]
         tally = Tally(Category.dependency_failure, _here(facts, suspect))
         health = _ill_health(facts, suspect, tally)
         failures = facts.templates(patterns.CONNECT_FAILURE, callers)
@@ -190,10 +193,11 @@ def dependency_failure(facts: Facts) -> list[Tally]:
         if not health:
             tally.oppose(1.0, f"{suspect} itself looks healthy")
         tallies.append(tally)
-    for caller in callers:
+    for caller in alerting:
         if facts.rollout_near(caller, ROLLOUT_SUSPECT_BEFORE, ROLLOUT_SUSPECT_AFTER):
             for tally in tallies:
-                tally.oppose(1.5, f"{caller} itself was rolled out just before its trouble")
+                if tally.root_cause.workload != caller:
+                    tally.oppose(1.5, f"{caller} itself was rolled out just before its trouble")
     return tallies
 
 

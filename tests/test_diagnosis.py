@@ -938,6 +938,17 @@ def test_a_runbook_without_dependency_actions_falls_back_to_the_defaults_aimed_a
     assert all(a.target == "cart" and a.namespace == NS for a in mutating(outcome.actions))
 
 
+def test_a_dependency_that_alerts_too_is_still_the_root_cause_its_callers_name() -> None:
+    # cart's own 5xx alert is in the same group, but checkout leads (it fired first): checkout's errors name cart.
+    evidence = dependency_case().evidence.model_copy(deep=True)
+    evidence.findings.append(errors_up("cart"))
+    later = alert("HighErrorRate", namespace=NS, service="cart", starts_at=ONSET + timedelta(minutes=1))
+    outcome = run([error_alert("checkout"), later], evidence)
+    assert outcome.result.diagnosis.category == Category.dependency_failure, outcome.explain()
+    assert outcome.diagnosis.root_cause == Workload(namespace=NS, workload="cart")
+    assert all(a.target == "cart" for a in outcome.actions if a.type.mutating)
+
+
 def test_a_name_inside_another_word_does_not_name_the_dependency() -> None:
     evidence = Evidence(
         findings=[errors_up("checkout")],

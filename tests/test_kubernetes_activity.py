@@ -274,6 +274,10 @@ async def test_a_node_alert_without_a_namespace_reads_nodes_and_the_pods_on_the_
     ]
     assert evidence.rollouts == []
     assert evidence.notes
+    # The node controller's Warning events, from every namespace: the pods it found on a node that is not ready.
+    assert {e.reason for e in evidence.events} == {"NodeNotReady"}
+    assert {e.namespace for e in evidence.events} == {"events-prod", "kube-system"}
+    assert ("Pod", "gateway-66ff899ddc-drtfx") in {(e.kind, e.name) for e in evidence.events}
 
 
 async def test_a_node_alert_without_permission_to_list_nodes_fails(tmp_path: Path) -> None:
