@@ -218,6 +218,9 @@ def _ill_health(facts: Facts, workload: str, tally: Tally) -> bool:
     if errors := facts.finding("error_ratio", workload):
         tally.support(1.0, errors.summary)
         found = True
+    elif slow := facts.finding("latency_p99", workload):
+        tally.support(1.0, slow.summary)  # a dependency can fail its callers by being slow (their timeouts)
+        found = True
     return found
 
 

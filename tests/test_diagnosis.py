@@ -949,6 +949,19 @@ def test_a_dependency_that_alerts_too_is_still_the_root_cause_its_callers_name()
     assert all(a.target == "cart" for a in outcome.actions if a.type.mutating)
 
 
+def test_a_slow_dependency_the_callers_time_out_on_is_the_root_cause() -> None:
+    evidence = Evidence(
+        findings=[errors_up("checkout"), change("latency_p99", "cart", 0.08, 4.0, now=3.9)],
+        pods=[pod("checkout-5b8c9-d2f4h", "checkout"), pod("cart-7d9fb-x2k4p", "cart")],
+        rollouts=[rollout("checkout", ago(60 * 24 * 3)), rollout("cart", ago(60 * 24 * 4))],
+        log_templates=[logs("GET http://cart.shop.svc:8080/api/cart failed: context deadline exceeded", "checkout")],
+    )
+    outcome = run(error_alert("checkout"), evidence)
+    assert outcome.diagnosis.category == Category.dependency_failure, outcome.explain()
+    assert outcome.diagnosis.root_cause == Workload(namespace=NS, workload="cart")
+    assert "p99" in outcome.cited() or "latency_p99" in outcome.cited()
+
+
 def test_a_name_inside_another_word_does_not_name_the_dependency() -> None:
     evidence = Evidence(
         findings=[errors_up("checkout")],
