@@ -11,11 +11,13 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from datetime import UTC, datetime
 
 import pytest
 
 from config.settings import PROJECT_ROOT
-from models.incident import ActionType, Category
+from models.incident import ActionType, Alert, Category, Evidence
+from triage.planning import diagnose, triage
 from triage.runbooks import Runbook, find_runbook, load_runbook, load_runbooks
 
 RUNBOOKS_DIR = PROJECT_ROOT / "runbooks"
@@ -254,3 +256,33 @@ def test_query_placeholders_are_left_for_quoting(catalogue: list[Runbook]) -> No
             assert not re.search(r"[\"']\$\{?(namespace|workload|pod)", query.promql), f"{runbook.id}/{query.metric}"
         metrics = [query.metric for query in runbook.queries]
         assert len(set(metrics)) == len(metrics), f"{runbook.id}: query metric names repeat"
+
+
+# ---- how each runbook behaves in the diagnosis ---------------------------------------------------------------
+
+ALL_ALERTNAMES = sorted(
+    {(runbook.id, alertname) for runbook in load_runbooks(RUNBOOKS_DIR) for alertname in runbook.match.alertnames}
+)
+
+
+@pytest.mark.parametrize(("runbook_id", "alertname"), ALL_ALERTNAMES, ids=[f"{r}:{a}" for r, a in ALL_ALERTNAMES])
+def test_every_runbook_abstains_and_mutates_nothing_without_evidence(
+    catalogue: list[Runbook], runbook_id: str, alertname: str
+) -> None:
+    # An alert of each runbook, with the labels real rules carry, and nothing found anywhere: its priors alone must
+    # never name a cause, and so never plan a change.
+    labels = {
+        "alertname": alertname,
+        "severity": "critical",
+        "namespace": "shop",
+        "pod": "cart-7d9fb-x2k4p",
+        "node": "node-a",
+        "service": "cart",
+    }
+    alert = Alert(fingerprint="f", status="firing", labels=labels, starts_at=datetime(2026, 1, 1, tzinfo=UTC))
+    triaged = triage([alert], catalogue)
+    assert triaged.runbook_id == runbook_id
+    outcome = diagnose([alert], triaged, Evidence(), catalogue)
+    assert outcome.diagnosis.category is Category.unknown, outcome.diagnosis
+    assert outcome.diagnosis.confidence < 0.4
+    assert [action.type for action in outcome.actions] == [ActionType.escalate]
