@@ -6,7 +6,7 @@ and one that cannot be aimed precisely becomes an escalation.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from diagnosis.facts import Facts
 from models.incident import Action, ActionType, Category, Diagnosis, Hypothesis, Workload
@@ -78,7 +78,7 @@ ESCALATE = Action(type=ActionType.escalate, risk="low", requires_approval=False)
 
 def actions_for(hypothesis: Hypothesis | Diagnosis, runbook: Runbook | None, facts: Facts) -> list[Action]:
     """The typed actions that address ``hypothesis``, aimed at its root cause; escalation when there are none."""
-    if hypothesis.category in (Category.unknown,):
+    if hypothesis.category is Category.unknown:
         return [ESCALATE.model_copy(update={"reason": "the agent abstains: a person must diagnose this"})]
     listed = [a for a in (runbook.actions if runbook else []) if hypothesis.category in a.addresses]
     candidates = listed or DEFAULT_ACTIONS.get(hypothesis.category, [])
@@ -137,7 +137,3 @@ def _unique(actions: Iterable[Action]) -> list[Action]:
         if action not in seen:
             seen.append(action)
     return seen
-
-
-def mutating(actions: Sequence[Action]) -> list[Action]:
-    return [action for action in actions if action.type.mutating]

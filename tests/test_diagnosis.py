@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from diagnosis import patterns
-from diagnosis.actions import DEFAULT_ACTIONS, actions_for, allowed_actions, mutating
+from diagnosis.actions import DEFAULT_ACTIONS, actions_for, allowed_actions
 from diagnosis.engine import ABSTAIN_BELOW, UNSUPPORTED_CAP, weigh
 from diagnosis.facts import Facts, facts_of
 from diagnosis.rules import RULES, _names
@@ -55,6 +55,10 @@ ONSET = datetime(2030, 1, 15, 10, 0, tzinfo=UTC)  # when the lead alert began fi
 def ago(minutes: float) -> datetime:
     """A time ``minutes`` before the alert's onset (negative: after it)."""
     return ONSET - timedelta(minutes=minutes)
+
+
+def mutating(actions: list[Action]) -> list[Action]:
+    return [action for action in actions if action.type.mutating]
 
 
 def alert(alertname: str, *, starts_at: datetime = ONSET, status: str = "firing", **labels: str) -> Alert:
