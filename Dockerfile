@@ -13,8 +13,10 @@ COPY frontdoor frontdoor
 COPY config config
 COPY devstack devstack
 COPY evals evals
+COPY remediation remediation
 COPY runbooks runbooks
 COPY worker.py starter.py ./
+COPY policy.yaml ./
 RUN pip install --no-cache-dir -e . && useradd --system --uid 10001 agent
 USER agent
 CMD ["python", "worker.py"]

@@ -3,6 +3,8 @@
 python starter.py serve                                   # HTTP front door on HTTP_HOST:HTTP_PORT
 python starter.py approve incident-0123abcd... --by alice [--reason "..."] [--plan-id plan-...]
 python starter.py reject  incident-0123abcd... --by alice [--reason "..."]
+python starter.py killswitch on|off --by alice [--reason "..."]  # stop (or allow again) every mutating action
+python starter.py governor                                # the governor's state: kill switch and ledger
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from config.settings import Settings, get_settings
 from config.temporal import connect
 from frontdoor.app import create_app
 from frontdoor.gateway import DecisionRefused, IncidentGateway, IncidentNotFound, TemporalUnavailable
+from frontdoor.governor import GovernorGateway
 from models.incident import Decision
+from models.remediation import GOVERNOR_WORKFLOW_ID, KillSwitchRequest
 
 log = structlog.get_logger("starter")
 
@@ -67,6 +71,18 @@ async def decide(settings: Settings, workflow_id: str, decision: Decision) -> in
     return 0
 
 
+async def governor(settings: Settings, workflow_id: str, request: KillSwitchRequest | None) -> int:
+    """Print the governor's state as JSON, after flipping its kill switch when ``request`` is given."""
+    gateway = GovernorGateway(await connect(settings, lazy=True), settings.temporal_task_queue, workflow_id=workflow_id)
+    try:
+        state = await (gateway.state() if request is None else gateway.set_killswitch(request))
+    except TemporalUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(state.model_dump(mode="json")))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="starter.py", description="Incident agent front door and operator CLI")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -77,6 +93,13 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--by", required=True, help="who decides (checked against APPROVERS)")
         sub.add_argument("--reason", default="")
         sub.add_argument("--plan-id", default=None, help="refuse if the pending plan is not this one")
+    switch = commands.add_parser("killswitch", help="turn the governor's kill switch on (no mutating action) or off")
+    switch.add_argument("state", choices=["on", "off"])
+    switch.add_argument("--by", required=True, help="who flips it (recorded in the governor's state)")
+    switch.add_argument("--reason", default="")
+    show = commands.add_parser("governor", help="show the governor's state: kill switch and ledger")
+    for sub in (switch, show):
+        sub.add_argument("--governor-id", default=GOVERNOR_WORKFLOW_ID, help=argparse.SUPPRESS)
     return parser
 
 
@@ -87,6 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         asyncio.run(serve(settings))
         return 0
+    if args.command == "governor":
+        return asyncio.run(governor(settings, args.governor_id, None))
+    if args.command == "killswitch":
+        if not args.by.strip():
+            print("error: --by must name who flips the kill switch", file=sys.stderr)
+            return 1
+        request = KillSwitchRequest(on=args.state == "on", by=args.by, reason=args.reason)
+        return asyncio.run(governor(settings, args.governor_id, request))
     decision = Decision(approve=args.command == "approve", by=args.by, reason=args.reason, plan_id=args.plan_id)
     return asyncio.run(decide(settings, args.workflow_id, decision))
 

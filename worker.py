@@ -1,4 +1,4 @@
-"""Temporal worker: IncidentWorkflow and every activity. ``python worker.py``"""
+"""Temporal worker: IncidentWorkflow, GovernorWorkflow and every activity. ``python worker.py``"""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from config.process import exit_now
 from config.settings import Settings, get_settings
 from config.temporal import connect_with_retry
 from triage.runbooks import load_runbooks
+from workflows.governor import GovernorActivities, GovernorWorkflow
 from workflows.incident import IncidentWorkflow
 
 log = structlog.get_logger("worker")
@@ -41,10 +42,11 @@ def build_worker(client: Client, settings: Settings, session: aiohttp.ClientSess
     triage = TriageActivities(runbooks)
     memory = MemoryActivities(client)
     notifier = ConsoleNotifier()
+    governor = GovernorActivities(client, settings.temporal_task_queue)
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
-        workflows=[IncidentWorkflow],
+        workflows=[IncidentWorkflow, GovernorWorkflow],
         activities=[
             triage.triage_alerts,
             triage.diagnose_incident,
@@ -56,6 +58,9 @@ def build_worker(client: Client, settings: Settings, session: aiohttp.ClientSess
             alertmanager.gather_related_alerts,
             llm.diagnose_with_llm,
             notifier.notify,
+            governor.reserve_action,
+            governor.report_action,
+            governor.killswitch_state,
         ],
         interceptors=[IncidentLogContext()],
         graceful_shutdown_timeout=timedelta(seconds=10),

@@ -13,8 +13,10 @@ from pydantic import BaseModel, ValidationError
 from config.settings import Settings
 from frontdoor.auth import bearer_ok, operator_allowed
 from frontdoor.gateway import DecisionRefused, IncidentGateway, IncidentNotFound, TemporalUnavailable
+from frontdoor.governor import GovernorGateway
 from models.alertmanager import AlertmanagerWebhook
 from models.incident import Decision
+from models.remediation import KillSwitchRequest
 from triage.alerts import notification_from_webhook
 from triage.identity import WORKFLOW_ID_PREFIX
 from workflows.incident import UNKNOWN_APPROVER
@@ -25,17 +27,23 @@ M = TypeVar("M", bound=BaseModel)
 MAX_BODY_BYTES = 1024 * 1024
 GATEWAY: web.AppKey[IncidentGateway] = web.AppKey("gateway", IncidentGateway)
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
+GOVERNOR: web.AppKey[GovernorGateway] = web.AppKey("governor", GovernorGateway)
 
 
-def create_app(gateway: IncidentGateway, settings: Settings) -> web.Application:
+def create_app(
+    gateway: IncidentGateway, settings: Settings, governor: GovernorGateway | None = None
+) -> web.Application:
     # aiohttp enforces the body limit itself too; the handlers answer it in the contract's words first.
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_unavailable_is_503])
     app[GATEWAY] = gateway
     app[SETTINGS] = settings
+    app[GOVERNOR] = governor or GovernorGateway(gateway.client, settings.temporal_task_queue)
     app.router.add_post("/alerts/alertmanager", alertmanager_webhook)
     app.router.add_get("/incidents", list_incidents)
     app.router.add_get("/incidents/{workflow_id}", get_incident)
     app.router.add_post("/incidents/{workflow_id}/decision", post_decision)
+    app.router.add_get("/governor", get_governor)
+    app.router.add_post("/governor/killswitch", post_killswitch)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app
@@ -153,6 +161,23 @@ async def post_decision(request: web.Request) -> web.Response:
         return _error(status, str(exc), kind=exc.kind)
     log.info("decision", workflow_id=workflow_id, approve=decision.approve, by=decision.by, phase=result.phase)
     return web.json_response(result.model_dump(mode="json"))
+
+
+async def get_governor(request: web.Request) -> web.Response:
+    state = await request.app[GOVERNOR].state()
+    return web.json_response(state.model_dump(mode="json"))
+
+
+async def post_killswitch(request: web.Request) -> web.Response:
+    allowed, why = operator_allowed(request, request.app[SETTINGS].api_token)
+    if not allowed:
+        return _error(401, why)
+    switch, problem = await _read_model(request, KillSwitchRequest, "kill switch request")
+    if switch is None:
+        return problem or _error(400, "empty body")
+    state = await request.app[GOVERNOR].set_killswitch(switch)
+    log.warning("killswitch", on=switch.on, by=switch.by, reason=switch.reason)
+    return web.json_response(state.model_dump(mode="json"))
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import os
@@ -18,16 +19,19 @@ from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from pydantic import SecretStr
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 from config.settings import Settings
 from config.temporal import connect
 from frontdoor.app import MAX_BODY_BYTES, create_app
 from frontdoor.auth import operator_allowed
 from frontdoor.gateway import IncidentGateway
+from frontdoor.governor import GovernorGateway
 from models.incident import IncidentSettings, IncidentState
 from tests.conftest import load_payload
 from tests.harness import FakePrometheus, RecordingNotifier, incident_worker
 from triage.identity import incident_workflow_id
+from workflows.governor import GovernorWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent
 Factory = Callable[..., "asyncio.Future[TestClient]"]
@@ -327,6 +331,130 @@ async def test_cli_approve_and_reject_report_refusals_and_successes(front, dev_s
     assert code == 1 and "no running incident" in err, err
 
 
+# ---- the governor: kill switch and state --------------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture
+async def governed(dev_server: WorkflowEnvironment, task_queue: str) -> AsyncIterator[Callable]:
+    """Front doors whose governor is this test's own (the production id is a singleton), with a worker for it."""
+    clients: list[TestClient] = []
+    workflow_id = f"governor-{task_queue}"
+
+    async def make(**overrides: object) -> TestClient:
+        settings = Settings(_env_file=None, temporal_task_queue=task_queue, **overrides)  # type: ignore[call-arg]
+        gateway = IncidentGateway(dev_server.client, settings)
+        governor = GovernorGateway(dev_server.client, task_queue, workflow_id=workflow_id)
+        client = TestClient(TestServer(create_app(gateway, settings, governor)))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    async with Worker(dev_server.client, task_queue=task_queue, workflows=[GovernorWorkflow]):
+        yield make
+        for client in clients:
+            await client.close()
+        with contextlib.suppress(RPCError):
+            await dev_server.client.get_workflow_handle(workflow_id).terminate("test over")
+
+
+async def test_killswitch_over_http_flips_the_governor_and_get_shows_it(governed) -> None:
+    client = await governed()
+    before = await client.get("/governor")
+    assert before.status == 200
+    body = await before.json()
+    assert (body["killswitch"], body["ledger"], body["granted"], body["refused"]) == (False, [], 0, 0)
+
+    on = await client.post("/governor/killswitch", json={"on": True, "by": "alice", "reason": "bad rollout wave"})
+    assert on.status == 200
+    state = await on.json()
+    assert (state["killswitch"], state["killswitch_by"], state["killswitch_reason"]) == (
+        True,
+        "alice",
+        "bad rollout wave",
+    )
+    assert state["killswitch_at"]
+    assert (await (await client.get("/governor")).json())["killswitch"] is True
+
+    off = await client.post("/governor/killswitch", json={"on": False, "by": "bob"})
+    assert off.status == 200
+    assert (await off.json())["killswitch"] is False and (await off.json())["killswitch_by"] == "bob"
+    assert (await (await client.get("/governor")).json())["killswitch_by"] == "bob"
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"on": "maybe", "by": "alice"}, "on"),
+        ({"by": "alice"}, "on: Field required"),
+        ({"on": True}, "by: Field required"),
+        ({"on": True, "by": ""}, "by"),
+        ([], "body"),
+    ],
+    ids=["on-not-bool", "on-missing", "by-missing", "by-empty", "not-an-object"],
+)
+async def test_bad_killswitch_requests_are_400_naming_the_field(governed, body: object, needle: str) -> None:
+    client = await governed()
+    response = await client.post("/governor/killswitch", json=body)
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error.startswith("invalid kill switch request: ") and needle in error
+    assert (await (await client.get("/governor")).json())["killswitch"] is False
+
+
+async def test_api_token_guards_the_killswitch_but_not_the_state(governed) -> None:
+    client = await governed(api_token=SecretStr("op-token"))
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        refused = await client.post("/governor/killswitch", json={"on": True, "by": "mallory"}, headers=headers)
+        assert refused.status == 401
+    assert (await client.get("/governor")).status == 200  # reads are open, as GET /incidents is
+    assert (await (await client.get("/governor")).json())["killswitch"] is False
+    authorised = await client.post(
+        "/governor/killswitch", json={"on": True, "by": "alice"}, headers={"Authorization": "Bearer op-token"}
+    )
+    assert authorised.status == 200 and (await authorised.json())["killswitch"] is True
+
+
+async def test_cli_killswitch_on_off_and_governor_state(
+    governed, dev_server: WorkflowEnvironment, task_queue: str
+) -> None:
+    client = await governed()
+    workflow_id = f"governor-{task_queue}"
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": dev_server.client.service_client.config.target_host,
+        "TEMPORAL_TASK_QUEUE": task_queue,
+        "LOG_FORMAT": "json",
+    }
+
+    async def cli(*args: str) -> tuple[int, str, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "starter.py",
+            *args,
+            "--governor-id",
+            workflow_id,
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        return process.returncode or 0, out.decode(), err.decode()
+
+    code, out, err = await cli("killswitch", "on", "--by", "carol", "--reason", "incident storm")
+    assert code == 0, err
+    assert (json.loads(out)["killswitch"], json.loads(out)["killswitch_reason"]) == (True, "incident storm")
+    assert (await (await client.get("/governor")).json())["killswitch_by"] == "carol"
+    code, out, err = await cli("governor")
+    assert code == 0 and json.loads(out)["killswitch"] is True, err
+    code, out, err = await cli("killswitch", "off", "--by", "dave")
+    assert code == 0 and json.loads(out)["killswitch"] is False, err
+    code, _, err = await cli("killswitch", "on")
+    assert code == 2 and "--by" in err  # argparse: the flip must say who did it
+    code, _, err = await cli("killswitch", "on", "--by", " ")
+    assert code == 1 and "--by" in err
+
+
 # ---- Temporal down ----------------------------------------------------------------------------------------------
 
 
@@ -345,3 +473,5 @@ async def test_temporal_unreachable_is_503_and_not_ready() -> None:
         assert "retry" in (await response.json())["error"]
         assert (await client.get("/readyz")).status == 503
         assert (await client.get("/healthz")).status == 200
+        assert (await client.post("/governor/killswitch", json={"on": True, "by": "alice"})).status == 503
+        assert (await client.get("/governor")).status == 503
