@@ -18,12 +18,15 @@ from activities.logging_context import IncidentLogContext
 from activities.loki import LokiActivities
 from activities.memory import MemoryActivities
 from activities.notify import ConsoleNotifier
+from activities.policy import PolicyActivities
 from activities.prometheus import PrometheusActivities
+from activities.remediation import RemediationActivities
 from activities.triage import TriageActivities
 from config.logging import configure_logging
 from config.process import exit_now
 from config.settings import Settings, get_settings
 from config.temporal import connect_with_retry
+from remediation.policy import effective_dry_run, load_policy, policy_warnings
 from triage.runbooks import load_runbooks
 from workflows.governor import GovernorActivities, GovernorWorkflow
 from workflows.incident import IncidentWorkflow
@@ -43,6 +46,11 @@ def build_worker(client: Client, settings: Settings, session: aiohttp.ClientSess
     memory = MemoryActivities(client)
     notifier = ConsoleNotifier()
     governor = GovernorActivities(client, settings.temporal_task_queue)
+    policy = load_policy(settings.policy_file)  # a bad file stops the start, naming the key
+    for warning in policy_warnings(policy):
+        log.warning("policy", warning=warning)
+    judge = PolicyActivities(policy, effective_dry_run(policy, settings.dry_run))
+    executor = RemediationActivities(load_kubernetes_client())
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
@@ -61,6 +69,9 @@ def build_worker(client: Client, settings: Settings, session: aiohttp.ClientSess
             governor.reserve_action,
             governor.report_action,
             governor.killswitch_state,
+            judge.judge_plan,
+            executor.execute_action,
+            executor.undo_action,
         ],
         interceptors=[IncidentLogContext()],
         graceful_shutdown_timeout=timedelta(seconds=10),

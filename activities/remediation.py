@@ -875,6 +875,10 @@ def _scale_target(params: Mapping[str, Any], current: int) -> int:
         wanted = int(raw)
     else:
         wanted = math.ceil(current * _factor(params))
+    ceiling = params.get("max_replicas")
+    if isinstance(ceiling, int) and not isinstance(ceiling, bool):
+        # The policy bounds a factor it could not turn into a count (the current size was unknown to it).
+        wanted = min(wanted, ceiling)
     if wanted <= current:
         raise _rejected(f"scale_up to {wanted} replicas is not an increase over the current {current}")
     return wanted

@@ -51,7 +51,8 @@ class Settings(BaseSettings):
 
     policy_file: Path = PROJECT_ROOT / "policy.yaml"
     runbooks_dir: Path = PROJECT_ROOT / "runbooks"
-    dry_run: bool = True
+    # DRY_RUN: unset lets the policy file's dry_run decide (true in the shipped policy.yaml).
+    dry_run: bool | None = None
 
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"

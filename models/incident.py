@@ -189,12 +189,20 @@ class DecisionResult(BaseModel):
     by: str
 
 
+ActionMode = Literal["dry_run", "applied", "already_applied", "undone", "refused", "failed", "skipped"]
+
+
 class ActionRecord(BaseModel):
     action: Action
     plan_id: str
     at: datetime
-    mode: Literal["dry_run", "applied", "skipped"]
+    # dry_run: only the server-side dry run ran (DRY_RUN); applied / already_applied: the change is in the cluster
+    # (already_applied: an earlier attempt made it, as its annotation shows); undone: the agent reverted its own
+    # change; refused: the governor refused it; failed: the cluster refused it; skipped: nothing to act on.
+    mode: ActionMode
     result: str
+    action_id: str = ""
+    before: dict[str, Any] = Field(default_factory=dict)  # what the target was: enough to undo the change
 
 
 VerificationOutcome = Literal["recovered", "still_failing", "inconclusive"]
@@ -239,6 +247,15 @@ class IncidentState(BaseModel):
     seen_before: list[PastIncident] = Field(default_factory=list)
     diagnosis: Diagnosis = Field(default_factory=Diagnosis)
     plan: Plan | None = None
+    # The policy's word on each action of the current plan (allowed, approval, bounds) and why.
+    policy: list[dict[str, Any]] = Field(default_factory=list)
+    # Plans for the next most likely causes, tried in turn when a plan changed nothing (up to a bound).
+    fallback_plans: list[list[Action]] = Field(default_factory=list)
+    plans_tried: int = 0
+    # From the policy's verdict: whether actions stop at the server-side dry run, and the governor's rate limits.
+    dry_run: bool = True
+    action_limits: dict[str, int] = Field(default_factory=dict)
+    second_opinion: bool = False  # an automatic change needs the LLM's agreement (policy, when an LLM is configured)
     decision: DecisionRecord | None = None
     actions_taken: list[ActionRecord] = Field(default_factory=list)
     verification: list[VerificationRecord] = Field(default_factory=list)
@@ -303,6 +320,8 @@ class DiagnoseResult(BaseModel):
     actions: list[Action]
     # Every action some hypothesis would take (plus escalate and none): all a second opinion may choose from.
     allowed_actions: list[Action] = Field(default_factory=list)
+    # The mutating plans of the next most likely causes, best first: what to try when the first plan changes nothing.
+    fallback_plans: list[list[Action]] = Field(default_factory=list)
     rationale: str = ""
 
 

@@ -36,11 +36,27 @@ class PolicyDecision(BaseModel):
     reasons: list[str] = Field(default_factory=list)  # every rule that spoke, in words, for the state
 
 
+class PlanJudgement(BaseModel):
+    """A plan to be judged by the policy, with what the policy weighs it by."""
+
+    actions: list[Action]
+    severity: Severity
+    confidence: float = Field(ge=0.0, le=1.0)
+    at: datetime
+
+
 class Limits(BaseModel):
     """Rate limits the governor enforces atomically across incidents (from the policy file)."""
 
     per_workload_per_hour: int = Field(default=2, ge=0)
     global_per_hour: int = Field(default=10, ge=0)
+
+
+class PlanVerdict(BaseModel):
+    decisions: list[PolicyDecision]  # one per action of the plan, in order
+    limits: Limits
+    dry_run: bool  # the policy file's default, overridden by DRY_RUN
+    second_opinion: bool = False
 
 
 # ---- governor -----------------------------------------------------------------------------------------------
@@ -88,11 +104,14 @@ class GovernorState(BaseModel):
     refused: int = 0
 
 
+ReportOutcome = Literal["applied", "dry_run", "failed", "undone", "released"]
+
+
 class ActionReport(BaseModel):
     """An incident tells the governor how a reserved action ended."""
 
     action_id: str
-    outcome: Literal["applied", "dry_run", "failed", "undone", "released"]
+    outcome: ReportOutcome
 
 
 # ---- executor -----------------------------------------------------------------------------------------------

@@ -38,6 +38,19 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
+@pytest_asyncio.fixture
+async def own_time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of the test's own: an activity another test left in flight when its worker stopped
+    keeps a shared server from skipping time until that activity times out."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter,
+        test_server_existing_path=_binary("temporal-test-server"),
+    )
+    await register_search_attributes(env.client, env.client.namespace)
+    yield env
+    await env.shutdown()
+
+
 @pytest_asyncio.fixture(scope="session")
 async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(

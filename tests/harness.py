@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,8 @@ from activities.alertmanager import AlertmanagerActivities
 from activities.llm import LLMActivities
 from activities.loki import LokiActivities
 from activities.memory import MemoryActivities
+from activities.policy import PolicyActivities
+from activities.remediation import RemediationActivities
 from activities.triage import TriageActivities
 from models.evidence import EvidenceRequest, KubernetesEvidence, MetricEvidence, Rollout
 from models.incident import (
@@ -30,7 +33,9 @@ from models.incident import (
     PromQueryResult,
     PromSeries,
 )
+from remediation.policy import Policy, default_policy
 from triage.runbooks import load_runbooks
+from workflows.governor import GovernorActivities, GovernorWorkflow
 from workflows.incident import IncidentWorkflow
 
 RUNBOOKS = load_runbooks(Path(__file__).resolve().parent.parent / "runbooks")
@@ -175,10 +180,19 @@ async def incident_worker(
     notifier: RecordingNotifier,
     kubernetes: FakeKubernetes | None = None,
     llm: LLMActivities | None = None,
+    *,
+    executor: RemediationActivities | None = None,
+    dry_run: bool = True,
+    policy: Policy | None = None,
 ) -> AsyncIterator[Worker]:
-    """The incident's worker with Prometheus, Kubernetes and the notifier stood in; the other sources are the
-    real adapters, unconfigured, so every incident records their real "not configured" gaps."""
+    """The incident's worker with Prometheus, Kubernetes (read side) and the notifier stood in; the other sources
+    are the real adapters, unconfigured, so every incident records their real "not configured" gaps. The executor
+    is the real one (unconfigured unless a test points it at the emulator), the policy the shipped policy.yaml, and
+    each test's incidents have a governor of their own (``governor-<task queue>``)."""
     kubernetes = kubernetes or FakeKubernetes()
+    executor = executor or RemediationActivities(None)
+    judge = PolicyActivities(policy or default_policy(), dry_run)
+    governor = GovernorActivities(client, task_queue, workflow_id=governor_id(task_queue))
     triage = TriageActivities(RUNBOOKS)
     async with aiohttp.ClientSession() as session:
         loki = LokiActivities(None, None, session)
@@ -186,7 +200,7 @@ async def incident_worker(
         worker = Worker(
             client,
             task_queue=task_queue,
-            workflows=[IncidentWorkflow],
+            workflows=[IncidentWorkflow, GovernorWorkflow],
             activities=[
                 triage.triage_alerts,
                 triage.diagnose_incident,
@@ -198,10 +212,20 @@ async def incident_worker(
                 alertmanager.gather_related_alerts,
                 notifier.notify,
                 (llm or LLMActivities(None, None)).diagnose_with_llm,
+                judge.judge_plan,
+                governor.reserve_action,
+                governor.report_action,
+                governor.killswitch_state,
+                executor.execute_action,
+                executor.undo_action,
             ],
         )
         async with worker:
             yield worker
+
+
+def governor_id(task_queue: str) -> str:
+    return f"governor-{task_queue}"
 
 
 async def state_of(handle: WorkflowHandle) -> IncidentState:
@@ -234,3 +258,13 @@ async def wait_for_phase(handle: WorkflowHandle, phase: Phase, timeout_s: float 
 
 def phases(state: IncidentState) -> list[str]:
     return [event.data["to"] for event in state.timeline if event.kind == "phase"]
+
+
+HISTORIES = Path(__file__).resolve().parent / "histories"
+
+
+async def capture(handle: WorkflowHandle, name: str) -> None:
+    """With CAPTURE_HISTORIES=1, keep this run's history for the replay test (tests/histories/)."""
+    if os.environ.get("CAPTURE_HISTORIES") == "1":
+        history = await handle.fetch_history()
+        (HISTORIES / f"{name}.json").write_text(history.to_json())

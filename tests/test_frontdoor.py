@@ -245,9 +245,10 @@ async def test_decision_over_http_approves_the_pending_plan(front) -> None:
         json={"approve": True, "by": "alice", "reason": "matches the deploy", "plan_id": state["plan"]["id"]},
     )
     assert ok.status == 200
+    # The update answers as soon as the plan left awaiting_approval: it is being acted on.
     assert (await ok.json()) == {
         "accepted": True,
-        "phase": "verifying",
+        "phase": "remediating",
         "plan_id": state["plan"]["id"],
         "by": "alice",
     }

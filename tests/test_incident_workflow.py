@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -26,6 +24,7 @@ from tests.harness import (
     FakePrometheus,
     RecordingNotifier,
     alert,
+    capture,
     incident_worker,
     notification,
     phases,
@@ -36,8 +35,6 @@ from tests.harness import (
 )
 from triage.identity import incident_workflow_id
 from workflows.incident import IncidentWorkflow
-
-HISTORIES = Path(__file__).parent / "histories"
 
 
 @dataclass
@@ -86,13 +83,6 @@ async def rig(time_skipping_env: WorkflowEnvironment, task_queue: str, request: 
         yield value
 
 
-async def capture(handle: WorkflowHandle, name: str) -> None:
-    """With CAPTURE_HISTORIES=1, keep this run's history for the replay test (tests/histories/)."""
-    if os.environ.get("CAPTURE_HISTORIES") == "1":
-        history = await handle.fetch_history()
-        (HISTORIES / f"{name}.json").write_text(history.to_json())
-
-
 async def finish(rig: Rig, handle: WorkflowHandle, skip_s: float) -> IncidentState:
     """Let ``skip_s`` seconds of durable time pass, then take the workflow's result."""
     await rig.env.sleep(skip_s)
@@ -122,7 +112,7 @@ async def test_approve_path_verifies_recovery_and_closes(rig: Rig) -> None:
         IncidentWorkflow.decide, Decision(approve=True, by="alice", plan_id=waiting.plan.id)
     )
     assert result.accepted and result.by == "alice"
-    assert (await state_of(handle)).phase == Phase.verifying
+    await wait_for_phase(handle, Phase.verifying)  # after the governor and the executor (a dry run here)
     final = await finish(rig, handle, 301)
 
     assert final.phase == Phase.closed
@@ -272,11 +262,12 @@ async def test_duplicate_notifications_make_one_incident(rig: Rig) -> None:
 
 
 async def test_a_more_severe_alert_joining_raises_the_incident_severity(rig: Rig) -> None:
-    handle, waiting = await open_incident(rig, alert(severity="warning"))
-    assert waiting.severity == "medium"
-    await rig.gateway.deliver(rig.notification(alert(severity="warning"), alert("00000000000000aa", service="cart")))
+    # "error" is high severity: by the shipped policy a rollback of a high incident needs a person.
+    handle, waiting = await open_incident(rig, alert(severity="error"))
+    assert waiting.severity == "high"
+    await rig.gateway.deliver(rig.notification(alert(severity="error"), alert("00000000000000aa", service="cart")))
     raised = await wait_for(handle, lambda s: s.severity == "critical")
-    assert any(e.kind == "severity_raised" and e.message == "severity medium -> critical" for e in raised.timeline)
+    assert any(e.kind == "severity_raised" and e.message == "severity high -> critical" for e in raised.timeline)
     assert raised.phase == Phase.awaiting_approval  # the decision in flight is not disturbed
 
 
@@ -456,3 +447,51 @@ async def test_noise_that_keeps_firing_at_the_recheck_escalates(rig: Rig) -> Non
     assert escalated.escalation_reason == "the alert condition still holds: it did not recover by itself"
     assert "escalated" in rig.notifier.events
     await capture(handle, "noise_watched_then_escalated")
+
+
+# ---- the second opinion before an automatic change ---------------------------------------------------------
+
+
+def _llm_answer(category: str, actions: list[dict[str, str]]) -> dict:
+    return {
+        "category": category,
+        "confidence": 0.8,
+        "root_cause_namespace": "food",
+        "root_cause_workload": "search",
+        "explanation": "second look",
+        "evidence": ["revision 7 rolled out five minutes before the errors"],
+        "actions": actions,
+    }
+
+
+async def _medium_incident(rig: Rig) -> WorkflowHandle:
+    # A warning (medium) incident whose rollback the shipped policy would make automatic at this confidence.
+    delivery = await rig.gateway.deliver(rig.notification(alert(severity="warning")))
+    return rig.handle(delivery.workflow_id)
+
+
+async def test_an_automatic_change_goes_ahead_when_the_second_opinion_agrees(
+    llm_rig: Rig, openai_stand_in: OpenAIStandIn
+) -> None:
+    rollback = {"type": "rollback", "namespace": "food", "target": "search"}
+    openai_stand_in.script(answer(_llm_answer("bad_deploy", [rollback])), answer(_llm_answer("bad_deploy", [rollback])))
+    state = await wait_for_phase(await _medium_incident(llm_rig), Phase.verifying)
+    [opinion] = [e for e in state.timeline if e.kind == "second_opinion"]
+    assert opinion.message.startswith("agrees: ")
+    assert [r.mode for r in state.actions_taken] == ["skipped"]  # acted on (a dry run with no cluster to run it)
+    assert len(openai_stand_in.requests) == 2  # the diagnosis, then the second opinion
+
+
+async def test_without_the_second_opinions_agreement_a_person_must_approve(
+    llm_rig: Rig, openai_stand_in: OpenAIStandIn
+) -> None:
+    rollback = {"type": "rollback", "namespace": "food", "target": "search"}
+    escalate = {"type": "escalate", "namespace": "", "target": ""}
+    openai_stand_in.script(
+        answer(_llm_answer("bad_deploy", [rollback])), answer(_llm_answer("application_error", [escalate]))
+    )
+    state = await wait_for_phase(await _medium_incident(llm_rig), Phase.awaiting_approval)
+    [opinion] = [e for e in state.timeline if e.kind == "second_opinion"]
+    assert opinion.message.startswith("does not agree: ")
+    assert state.plan is not None and state.plan.actions[0].requires_approval
+    assert state.actions_taken == []

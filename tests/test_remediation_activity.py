@@ -204,6 +204,16 @@ async def test_scale_up_multiplies_the_replicas_rounding_up_and_records_the_acti
     assert after["metadata"]["generation"] == 5
 
 
+async def test_scale_up_by_a_factor_stops_at_the_policys_replica_ceiling(tmp_path: Path) -> None:
+    action = Action(type=ActionType.scale_up, namespace=NS, target="search", params={"factor": 2, "max_replicas": 4})
+    async with serving(tmp_path) as api:
+        with remediation(api) as acts:
+            result = await execute(acts, action)
+        assert search(api)["spec"]["replicas"] == 4  # 3 x 2 = 6, capped at 4
+
+    assert (result.before, result.after) == ({"replicas": 3}, {"replicas": 4})
+
+
 async def test_scale_up_to_a_replica_count_and_refusals_of_anything_but_an_increase(tmp_path: Path) -> None:
     def scale(**params: Any) -> Action:
         return Action(type=ActionType.scale_up, namespace=NS, target="search", params=params)

@@ -32,6 +32,10 @@ def test_representative_paths_are_kept() -> None:
         "memory_and_llm_accepted",
         "memory_and_llm_fallback",
         "noise_watched_then_escalated",
+        # Since the policy, the governor and the executor (patch remediation-v1).
+        "remediation_applied_resolved",
+        "remediation_made_worse_undone",
+        "remediation_next_plan",
     } <= names
 
 

@@ -1076,7 +1076,7 @@ def test_settings_defaults(clean_env: pytest.MonkeyPatch) -> None:
     assert settings.verify_after == 300.0
     assert settings.resolve_wait == 86400.0
     assert settings.approvers == []
-    assert settings.dry_run is True
+    assert settings.dry_run is None  # unset: the policy file decides (dry run in the shipped policy.yaml)
     assert settings.runbooks_dir == SHIPPED_RUNBOOKS
 
 

@@ -10,7 +10,9 @@ from diagnosis.engine import diagnosis_of, weigh
 from diagnosis.facts import facts_of
 from models.evidence import EvidenceRequest
 from models.incident import (
+    Action,
     Alert,
+    Category,
     DiagnoseResult,
     Evidence,
     IncidentState,
@@ -20,6 +22,11 @@ from models.incident import (
 from triage.labels import highest_severity, namespace_of, pod_of, workload_of
 from triage.promql import expr_from_generator_url
 from triage.runbooks import Runbook, find_runbook
+
+# When a plan changed nothing, the next causes' plans are tried: at most this many, only for causes this likely (the
+# softmax leaves little to a runner-up when the first cause is well supported) and with evidence of their own.
+MAX_FALLBACK_PLANS = 2
+FALLBACK_MIN_CONFIDENCE = 0.03
 
 
 def triage(alerts: Sequence[Alert], runbooks: Sequence[Runbook]) -> TriageResult:
@@ -82,12 +89,22 @@ def diagnose(
     weighed = weigh(facts, runbook)
     diagnosis = diagnosis_of(facts, weighed, runbook)
     actions = actions_for(diagnosis, runbook, facts)
+    fallbacks: list[list[Action]] = []
+    for hypothesis in diagnosis.hypotheses[1:]:
+        if hypothesis.confidence < FALLBACK_MIN_CONFIDENCE or len(fallbacks) == MAX_FALLBACK_PLANS:
+            break
+        if not any(line.startswith("for ") for line in hypothesis.evidence):
+            continue  # a cause with nothing for it in the evidence is no plan B
+        candidate = [a for a in actions_for(hypothesis, runbook, facts) if a.type.mutating]
+        if candidate and candidate != [a for a in actions if a.type.mutating] and candidate not in fallbacks:
+            fallbacks.append(candidate)
     top = ", ".join(f"{tally.category.value} {p:.2f}" for tally, p in weighed[:3])
     source = f"runbook {runbook.id}" if runbook else "no runbook matched"
     return DiagnoseResult(
         diagnosis=diagnosis,
         actions=actions,
         allowed_actions=allowed_actions(diagnosis, runbook, facts),
+        fallback_plans=fallbacks if diagnosis.category is not Category.unknown else [],
         rationale=f"{source}; evidence scoring: {top}",
     )
 

@@ -13,3 +13,11 @@ def failure_reason(err: ActivityError) -> str:
     if isinstance(cause, ApplicationError):
         return cause.message
     return str(cause) if cause is not None else str(err)
+
+
+def failure_type(err: ActivityError) -> str | None:
+    """The innermost application error's type (e.g. "SourceNotConfigured"), if the failure carries one."""
+    cause: BaseException | None = err.cause
+    while isinstance(cause, FailureError) and not isinstance(cause, ApplicationError) and cause.cause is not None:
+        cause = cause.cause
+    return cause.type if isinstance(cause, ApplicationError) else None

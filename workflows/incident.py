@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -35,6 +36,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from config.durations import format_duration
     from models.incident import (
+        Action,
+        ActionMode,
         ActionRecord,
         ActionType,
         AlertNotification,
@@ -42,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         DecisionRecord,
         DecisionResult,
         DiagnoseRequest,
+        DiagnoseResult,
         EvidenceGap,
         EvidenceItem,
         IncidentInput,
@@ -58,16 +62,23 @@ with workflow.unsafe.imports_passed_through():
         VerificationOutcome,
         VerificationRecord,
     )
+    from models.remediation import ExecuteRequest, ReportOutcome, Reservation, UndoRequest
     from triage.alerts import fires_again, merge_notification
     from triage.labels import highest_severity
     from triage.planning import evidence_request
     from triage.summary import details_markdown, one_line_summary
     from workflows.evidence import gather_evidence
-    from workflows.failures import failure_reason
+    from workflows.failures import failure_reason, failure_type
     from workflows.llm_step import LLM_PATCH, ask_llm, merged
     from workflows.llm_step import describe as describe_llm
     from workflows.memory_step import MEMORY_PATCH, recall
     from workflows.memory_step import describe as describe_memory
+    from workflows.remediation_step import REMEDIATION_PATCH, governed, limits_of, made_worse
+    from workflows.remediation_step import execute as execute_action
+    from workflows.remediation_step import judge as judge_plan
+    from workflows.remediation_step import report as report_action
+    from workflows.remediation_step import reserve as reserve_action
+    from workflows.remediation_step import undo as undo_action
     from workflows.search_attributes import search_attribute_updates
 
 # Error types a decide update can be rejected with; the front door maps them to HTTP statuses.
@@ -266,6 +277,21 @@ class IncidentWorkflow:
             result.diagnosis.model_dump(mode="json"),
         )
         self._record("plan_proposed", result.rationale, state.plan.model_dump(mode="json"))
+        state.fallback_plans = list(result.fallback_plans)
+        await self._route_plan()
+
+    async def _route_plan(self) -> None:
+        """Judge the proposed plan by the policy, then wait for a person, act, watch, or escalate."""
+        state = self._state
+        assert state.plan is not None
+        refusals: list[str] = []
+        if state.plan.mutating and workflow.patched(REMEDIATION_PATCH):
+            governed_plan = await self._govern_plan()
+            if governed_plan is None:
+                return
+            refusals = governed_plan
+            if state.plan.mutating and not any(a.requires_approval for a in state.plan.actions):
+                await self._second_opinion()
         if state.all_resolved:
             self._enter(Phase.resolved, "every alert resolved during diagnosis")
         elif _only_watching(state.plan) and workflow.patched(WATCH_NOISE_PATCH):
@@ -273,6 +299,8 @@ class IncidentWorkflow:
             # checked again after the verify delay, and only a condition that is still there escalates.
             state.verify_at = workflow.now() + timedelta(seconds=self._settings.verify_after_s)
             self._enter(Phase.verifying, f"nothing to do; re-checking at {state.verify_at:%H:%M:%S}Z")
+        elif not state.plan.mutating and refusals:
+            self._escalate("the policy refused the plan: " + "; ".join(refusals))
         elif not state.plan.mutating:
             self._escalate(state.diagnosis.summary or "no automatic action addresses this cause")
         elif any(action.requires_approval for action in state.plan.actions):
@@ -301,9 +329,31 @@ class IncidentWorkflow:
         elif not decided:
             self._escalate(f"no decision within {format_duration(self._settings.approval_timeout_s)}")
 
+    async def _govern_plan(self) -> list[str] | None:
+        """The policy's verdict on the plan: bounded actions, who must approve, refusals (None: escalated)."""
+        state = self._state
+        assert state.plan is not None
+        try:
+            verdict = await judge_plan(state, state.plan.actions)
+        except ActivityError as err:
+            self._escalate(f"the safety policy could not judge the plan: {failure_reason(err)}")
+            return None
+        state.dry_run, state.action_limits = verdict.dry_run, verdict.limits.model_dump()
+        state.second_opinion = verdict.second_opinion
+        state.policy = [decision.model_dump(mode="json") for decision in verdict.decisions]
+        actions, refusals = governed(state.plan, verdict.decisions)
+        state.plan = state.plan.model_copy(update={"actions": actions})
+        reasons = [f"{d.action.type.value}: {'; '.join(d.reasons)}" for d in verdict.decisions if d.reasons]
+        mode = "dry run only (DRY_RUN)" if verdict.dry_run else "changes are applied"
+        self._record("policy", f"{mode}; " + (" | ".join(reasons) or "no rule spoke"), {"decisions": state.policy})
+        return refusals
+
     async def _remediate(self) -> None:
         state = self._state
         assert state.plan is not None
+        if workflow.patched(REMEDIATION_PATCH):
+            await self._act_on_plan()
+            return
         for action in state.plan.actions:
             if not action.type.mutating:
                 continue
@@ -324,6 +374,155 @@ class IncidentWorkflow:
             )
         state.verify_at = workflow.now() + timedelta(seconds=self._settings.verify_after_s)
         self._enter(Phase.verifying, f"verifying at {state.verify_at:%H:%M:%S}Z")
+
+    async def _second_opinion(self) -> None:
+        """Before an automatic change, a second model call must agree with it (when the policy asks and an LLM is
+        configured); without agreement the plan waits for a person instead."""
+        state = self._state
+        assert state.plan is not None
+        if not (self._settings.llm and state.second_opinion):
+            return
+        proposal = DiagnoseResult(
+            diagnosis=state.diagnosis, actions=state.plan.actions, allowed_actions=state.plan.actions
+        )
+        answer = await ask_llm(state, proposal)
+        planned = {(a.type, a.namespace, a.target) for a in state.plan.actions if a.type.mutating}
+        chosen = {(a.type, a.namespace, a.target) for a in answer.actions}
+        agrees = (
+            answer.used
+            and answer.diagnosis is not None
+            and answer.diagnosis.category == state.diagnosis.category
+            and planned <= chosen
+        )
+        text, data = describe_llm(answer)
+        self._record("second_opinion", ("agrees: " if agrees else "does not agree: ") + text, data)
+        if not agrees:
+            actions = [a.model_copy(update={"requires_approval": a.type.mutating}) for a in state.plan.actions]
+            state.plan = state.plan.model_copy(update={"actions": actions})
+
+    async def _act_on_plan(self) -> None:
+        """Each mutating action: the governor's reservation, the executor's dry run and (unless DRY_RUN) apply."""
+        state = self._state
+        assert state.plan is not None
+        if not state.policy and state.plan.mutating and await self._govern_plan() is None:
+            return  # a plan proposed before the policy existed is judged before anything acts on it
+        for index, action in enumerate(state.plan.actions):
+            if action.type.mutating and not await self._act(action, f"{state.workflow_id}/{state.plan.id}/{index}"):
+                return
+        state.verify_at = workflow.now() + timedelta(seconds=self._settings.verify_after_s)
+        self._enter(Phase.verifying, f"verifying at {state.verify_at:%H:%M:%S}Z")
+
+    async def _act(self, action: Action, action_id: str) -> bool:
+        """One action, exactly once; False when the incident escalated instead."""
+        state = self._state
+        assert state.plan is not None
+        where = f"{action.type.value} {action.namespace}/{action.target}".replace(" /", " ")
+        reservation = Reservation(
+            action_id=action_id, workflow_id=state.workflow_id, action=action, limits=limits_of(state)
+        )
+        try:
+            granted = await reserve_action(reservation)
+        except ActivityError as err:
+            self._action_record(action, action_id, "refused", f"the governor did not answer: {failure_reason(err)}")
+            self._escalate(f"{where} not done: the governor did not answer ({failure_reason(err)})")
+            return False
+        if not granted.granted:
+            self._action_record(action, action_id, "refused", granted.reason)
+            self._escalate(f"{where} not done: {granted.reason}")
+            return False
+        try:
+            result = await execute_action(
+                ExecuteRequest(workflow_id=state.workflow_id, action_id=action_id, action=action, dry_run=state.dry_run)
+            )
+        except ActivityError as err:
+            reason = failure_reason(err)
+            await self._report(action_id, "released")
+            if failure_type(err) == SOURCE_NOT_CONFIGURED and state.dry_run:
+                # Nothing to dry-run against: say so, and let verification judge the incident as it stands.
+                self._action_record(action, action_id, "skipped", f"no dry run: {reason}")
+                return True
+            self._action_record(action, action_id, "failed", reason)
+            self._escalate(f"{where} failed: {reason}")
+            return False
+        self._action_record(action, action_id, result.mode, result.detail, result.before)
+        await self._report(action_id, "dry_run" if result.mode == "dry_run" else "applied")
+        return True
+
+    async def _report(self, action_id: str, outcome: ReportOutcome) -> None:
+        try:
+            await report_action(action_id, outcome)
+        except ActivityError as err:  # the ledger entry expires on its own; the incident goes on
+            self._record("governor", f"could not report {outcome} for {action_id}: {failure_reason(err)}")
+
+    def _action_record(
+        self, action: Action, action_id: str, mode: ActionMode, detail: str, before: dict[str, Any] | None = None
+    ) -> ActionRecord:
+        state = self._state
+        assert state.plan is not None
+        record = ActionRecord(
+            action=action,
+            plan_id=state.plan.id,
+            at=workflow.now(),
+            mode=mode,
+            result=detail,
+            action_id=action_id,
+            before=before or {},
+        )
+        state.actions_taken.append(record)
+        where = f"{action.type.value} {action.namespace}/{action.target}".replace(" /", " ")
+        self._record("action", f"{where}: {mode}: {detail}", record.model_dump(mode="json"))
+        return record
+
+    async def _after_no_recovery(self, now: PromQueryResult) -> None:
+        """The condition still holds after the plan: undo what made it worse, or try the next cause's plan."""
+        state = self._state
+        assert state.plan is not None
+        applied = [
+            r for r in state.actions_taken if r.plan_id == state.plan.id and r.mode in ("applied", "already_applied")
+        ]
+        if applied and made_worse(_probed_values(state), [series.value for series in now.series]):
+            undone = [await self._undo(record) for record in reversed(applied)]
+            self._escalate(
+                "the change made things worse, so the agent undid its own change"
+                + ("" if all(undone) else " (not all of it could be undone: see the timeline)")
+            )
+        elif state.fallback_plans:
+            actions = state.fallback_plans.pop(0)
+            state.plans_tried += 1
+            state.decision, state.approval_deadline, state.verify_at = None, None, None
+            self._record("next_plan", f"the plan changed nothing; trying the next cause's plan ({state.plans_tried})")
+            state.plan = Plan(
+                id=f"plan-{workflow.uuid4().hex[:12]}",
+                actions=actions,
+                rationale=f"the condition outlived the previous plan: the next cause's plan (try {state.plans_tried})",
+            )
+            self._record("plan_proposed", state.plan.rationale, state.plan.model_dump(mode="json"))
+            state.policy = []
+            await self._route_plan()
+        else:
+            self._escalate(
+                "the alert condition still holds after remediation"
+                if state.plan.mutating
+                else "the alert condition still holds: it did not recover by itself"
+            )
+
+    async def _undo(self, record: ActionRecord) -> bool:
+        state = self._state
+        request = UndoRequest(
+            workflow_id=state.workflow_id,
+            action_id=record.action_id,
+            action=record.action,
+            before=record.before,
+            dry_run=state.dry_run,
+        )
+        try:
+            result = await undo_action(request)
+        except ActivityError as err:
+            self._action_record(record.action, record.action_id, "failed", f"undo failed: {failure_reason(err)}")
+            return False
+        self._action_record(record.action, record.action_id, "undone", result.detail)
+        await self._report(record.action_id, "undone")
+        return True
 
     async def _verify(self) -> None:
         state = self._state
@@ -354,11 +553,14 @@ class IncidentWorkflow:
                 f"{len(result.series)} series of this incident still match",
                 expr,
             )
-            self._escalate(
-                "the alert condition still holds after remediation"
-                if state.plan is not None and state.plan.mutating
-                else "the alert condition still holds: it did not recover by itself"
-            )
+            if workflow.patched(REMEDIATION_PATCH):
+                await self._after_no_recovery(result)
+            else:
+                self._escalate(
+                    "the alert condition still holds after remediation"
+                    if state.plan is not None and state.plan.mutating
+                    else "the alert condition still holds: it did not recover by itself"
+                )
         else:
             self._verified("prometheus", "recovered", "the alert expression returns no series of this incident", expr)
             self._enter(Phase.resolved, "recovered")
@@ -577,3 +779,13 @@ def _rank(severity: object) -> int:
 
 def _only_watching(plan: Plan) -> bool:
     return bool(plan.actions) and all(action.type is ActionType.none for action in plan.actions)
+
+
+def _probed_values(state: IncidentState) -> list[float]:
+    """The alert expression's values when the incident looked, before any action (the investigation's probe)."""
+    for item in state.evidence.items:
+        if item.kind == "alert_expression":
+            series = item.data.get("series")
+            if isinstance(series, list):
+                return [float(s["value"]) for s in series if isinstance(s, dict) and "value" in s]
+    return []
