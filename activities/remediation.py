@@ -35,10 +35,11 @@ resource and the namespace that were refused, and the API server's words); 404 `
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -71,6 +72,7 @@ from models.remediation import ACTION_ID_ANNOTATION, ExecuteRequest, ExecuteResu
 
 log = structlog.get_logger(__name__)
 
+HEARTBEAT_EVERY_S = 2.0
 ACTION_REJECTED = "ActionRejected"
 TARGET_NOT_FOUND = "TargetNotFound"
 TARGET_CONFLICT = "TargetConflict"
@@ -180,11 +182,12 @@ class RemediationActivities:
             if self._core is None or self._apps is None:
                 raise not_configured("Kubernetes", "KUBECONFIG")
             _check(action)
-            if before is None:
-                plan = await self._plan(action, action_id)
-            else:
-                plan = await self._undo_plan(action, f"{action_id}/undo", before)
-            result = await self._run(action_id, dry_run, plan)
+            async with _heartbeating():
+                if before is None:
+                    plan = await self._plan(action, action_id)
+                else:
+                    plan = await self._undo_plan(action, f"{action_id}/undo", before)
+                result = await self._run(action_id, dry_run, plan)
         except ApplicationError as exc:
             log.warning("remediation_action_failed", **where, error_type=exc.type, error=exc.message)
             raise
@@ -900,3 +903,25 @@ def _words(after: Mapping[str, Any]) -> str:
 
 def _few(images: list[str]) -> str:
     return ", ".join(image.rsplit("/", 1)[-1] for image in images[:3]) or "no image"
+
+
+@contextlib.asynccontextmanager
+async def _heartbeating(every_s: float = HEARTBEAT_EVERY_S) -> AsyncIterator[None]:
+    """Heartbeat while the action runs, so that a worker that dies mid-action is noticed within the workflow's
+    heartbeat timeout (and the action retried elsewhere, where its annotation keeps it from applying twice)."""
+    if not activity.in_activity():
+        yield
+        return
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(every_s)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -42,6 +42,8 @@ _GOVERNOR_TIMEOUT = timedelta(seconds=30)
 _GOVERNOR_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10))
 # Kubernetes calls: a conflict or an unavailable API server is retried for a few minutes; the rest is final.
 _KUBE_TIMEOUT = timedelta(seconds=60)
+# The executor heartbeats every 2 s: a worker killed mid-action is noticed this soon, and the action retried.
+_KUBE_HEARTBEAT = timedelta(seconds=10)
 _KUBE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     maximum_interval=timedelta(seconds=30),
@@ -111,6 +113,7 @@ async def execute(request: ExecuteRequest) -> ExecuteResult:
         RemediationActivities.execute_action,
         request,
         start_to_close_timeout=_KUBE_TIMEOUT,
+        heartbeat_timeout=_KUBE_HEARTBEAT,
         retry_policy=_KUBE_RETRY,
     )
 
@@ -120,6 +123,7 @@ async def undo(request: UndoRequest) -> ExecuteResult:
         RemediationActivities.undo_action,
         request,
         start_to_close_timeout=_KUBE_TIMEOUT,
+        heartbeat_timeout=_KUBE_HEARTBEAT,
         retry_policy=_KUBE_RETRY,
     )
 
