@@ -239,13 +239,17 @@ def condition_queries(namespace: str) -> list[ConditionQuery]:
     ]
 
 
+def fill(promql: str, namespace: str, workload: str, pod: str) -> str:
+    """A runbook's PromQL template with ``$namespace``, ``$workload`` and ``$pod`` as quoted PromQL strings."""
+    return Template(promql).substitute(namespace=quote(namespace), workload=quote(workload), pod=quote(pod))
+
+
 def runbook_queries(queries: Sequence[RunbookQuery], namespace: str, workload: str, pod: str) -> list[MetricQuery]:
     """A runbook's own templates, filled in with quoted values."""
-    values = {"namespace": quote(namespace), "workload": quote(workload), "pod": quote(pod)}
     return [
         MetricQuery(
             query.metric,
-            Template(query.promql).substitute(values),
+            fill(query.promql, namespace, workload, pod),
             query.subject,
             query.description,
             query.absolute_floor or 1e-9,

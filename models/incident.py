@@ -256,6 +256,7 @@ class IncidentState(BaseModel):
     dry_run: bool = True
     action_limits: dict[str, int] = Field(default_factory=dict)
     second_opinion: bool = False  # an automatic change needs the LLM's agreement (policy, when an LLM is configured)
+    verify_query: str | None = None  # the runbook's check that the cause is gone, besides the alert's expression
     decision: DecisionRecord | None = None
     actions_taken: list[ActionRecord] = Field(default_factory=list)
     verification: list[VerificationRecord] = Field(default_factory=list)
@@ -322,6 +323,8 @@ class DiagnoseResult(BaseModel):
     allowed_actions: list[Action] = Field(default_factory=list)
     # The mutating plans of the next most likely causes, best first: what to try when the first plan changes nothing.
     fallback_plans: list[list[Action]] = Field(default_factory=list)
+    # The runbook's check that the diagnosed cause is gone (series while it is not), filled in for the root cause.
+    verify_query: str | None = None
     rationale: str = ""
 
 

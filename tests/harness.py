@@ -96,6 +96,8 @@ class FakePrometheus:
 
     def __init__(self) -> None:
         self.series: list[PromSeries] = [PromSeries(labels={"namespace": "food", "service": "search"}, value=0.35)]
+        # What expressions other than the alert's return (a runbook's verify check, say), by expression.
+        self.other_expressions: dict[str, list[PromSeries]] = {}
         self.error: ApplicationError | None = None
         self.calls: list[PromQueryRequest] = []
         self.metric_evidence = MetricEvidence()
@@ -106,11 +108,9 @@ class FakePrometheus:
         self.calls.append(request)
         if self.error is not None:
             raise self.error
+        series = self.other_expressions.get(request.expr, self.series)
         return PromQueryResult(
-            expr=request.expr,
-            evaluated_at=datetime.now(UTC),
-            series=list(self.series),
-            total_series=len(self.series),
+            expr=request.expr, evaluated_at=datetime.now(UTC), series=list(series), total_series=len(series)
         )
 
     @activity.defn(name="gather_metric_evidence")

@@ -227,3 +227,23 @@ async def test_a_change_that_changed_nothing_leads_to_the_next_causes_plan(clust
     assert any(e.kind == "next_plan" for e in second.timeline)
     await capture(handle, "remediation_next_plan")
     assert len(cluster.changes()) == 1  # only the first plan acted; the second waits for a person
+
+
+async def test_an_alert_that_clears_while_the_runbooks_check_still_fails_is_not_resolved(cluster: Cluster) -> None:
+    group_key = f'{{}}:{{alertname="KubePodCrashLooping", test="{cluster.task_queue}"}}'
+    crashing = alert(alertname="KubePodCrashLooping")
+    delivery = await cluster.gateway.deliver(notification(crashing, group_key=group_key))
+    handle = cluster.env.client.get_workflow_handle_for(IncidentWorkflow.run, delivery.workflow_id)
+    waiting = await wait_for_phase(handle, Phase.awaiting_approval)  # search was rolled out: a bad deploy
+    check = 'kube_deployment_status_replicas_unavailable{namespace="food", deployment="search"} > 0'
+    assert waiting.verify_query == check
+
+    cluster.prometheus.series = []  # the alert's own expression clears ...
+    cluster.prometheus.other_expressions[check] = [PromSeries(labels={"deployment": "search"}, value=2)]
+    await handle.execute_update(IncidentWorkflow.decide, Decision(approve=True, by="alice"))
+    await wait_for_phase(handle, Phase.verifying)
+    await cluster.env.sleep(301)
+    escalated = await wait_for_phase(handle, Phase.escalated)  # ... but two replicas are still unavailable
+
+    assert [(v.method, v.outcome) for v in escalated.verification] == [("runbook", "still_failing")]
+    assert escalated.escalation_reason == "the runbook's check for the cause still fails after remediation"

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from config.durations import format_duration, parse_duration
 from config.settings import PROJECT_ROOT, Settings
 from models.alertmanager import AlertmanagerWebhook
+from models.evidence import PodStatus
 from models.incident import (
     Action,
     ActionType,
@@ -38,7 +39,7 @@ from models.incident import (
 from triage.alerts import merge_notification, notification_from_webhook
 from triage.identity import group_key_from_fingerprints, incident_workflow_id, labels_fingerprint
 from triage.labels import highest_severity, namespace_of, pod_of, severity_of, workload_of
-from triage.planning import lead_alert, triage
+from triage.planning import diagnose, lead_alert, triage
 from triage.promql import expr_from_generator_url, series_of_alerts
 from triage.runbooks import Runbook, RunbookError, find_runbook, load_runbook, load_runbooks
 from triage.summary import details_markdown, one_line_summary
@@ -1154,6 +1155,25 @@ def test_settings_read_a_dotenv_file_in_the_working_directory(tmp_path, monkeypa
     assert settings.webhook_token is not None and settings.webhook_token.get_secret_value() == "from-dotenv"
     monkeypatch.setenv("APPROVAL_TIMEOUT", "30s")  # the environment wins over the file
     assert Settings().approval_timeout == 30.0
+
+
+def test_a_runbooks_verify_check_is_validated_and_filled_for_the_root_cause(tmp_path) -> None:
+    bad = valid_runbook(verify="up{namespace=$namespace, job=$jobname} == 0")
+    with pytest.raises(RunbookError, match=r"t\.yaml: verify: Value error, promql has an unknown .*'jobname'"):
+        load_runbook(write_runbook(tmp_path, "t.yaml", bad))
+    crash = find_runbook(shipped_runbooks(), "KubePodCrashLooping", {})
+    assert crash is not None and crash.verify is not None
+    alerts = [make_alert(alertname="KubePodCrashLooping", namespace='we"ird', pod="cart-7d9fb-x2k4p")]
+    evidence = Evidence(
+        pods=[
+            PodStatus(namespace='we"ird', name="cart-7d9fb-x2k4p", workload="cart", waiting_reason="CrashLoopBackOff")
+        ]
+    )
+    result = diagnose(alerts, triage(alerts, shipped_runbooks()), evidence, shipped_runbooks())
+    assert result.diagnosis.category is Category.crash_loop
+    assert result.verify_query == (
+        'kube_deployment_status_replicas_unavailable{namespace="we\\"ird", deployment="cart"} > 0'
+    )
 
 
 def test_runbook_queries_are_validated_and_filled_with_quoted_values(tmp_path) -> None:

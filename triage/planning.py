@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from analysis.queries import fill
 from diagnosis.actions import actions_for, allowed_actions
 from diagnosis.engine import diagnosis_of, weigh
 from diagnosis.facts import facts_of
@@ -14,6 +15,7 @@ from models.incident import (
     Alert,
     Category,
     DiagnoseResult,
+    Diagnosis,
     Evidence,
     IncidentState,
     PastIncident,
@@ -105,6 +107,7 @@ def diagnose(
         actions=actions,
         allowed_actions=allowed_actions(diagnosis, runbook, facts),
         fallback_plans=fallbacks if diagnosis.category is not Category.unknown else [],
+        verify_query=_verify_query(runbook, diagnosis, facts.pod),
         rationale=f"{source}; evidence scoring: {top}",
     )
 
@@ -119,3 +122,10 @@ def cited_evidence(evidence: Evidence, per_kind: int = 3) -> list[str]:
     new_templates = [template for template in evidence.log_templates if template.new]
     cited += [f"loki: new (x{t.count}) {t.template[:160]}" for t in new_templates[:per_kind]]
     return cited
+
+
+def _verify_query(runbook: Runbook | None, diagnosis: Diagnosis, pod: str) -> str | None:
+    if runbook is None or runbook.verify is None or diagnosis.category is Category.unknown:
+        return None
+    root = diagnosis.root_cause
+    return fill(runbook.verify, root.namespace, root.workload, pod)

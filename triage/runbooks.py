@@ -12,7 +12,7 @@ from string import Template
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from models.incident import ActionType, Category, Risk
 
@@ -67,11 +67,15 @@ class RunbookQuery(BaseModel):
 
     @model_validator(mode="after")
     def _placeholders_are_known(self) -> RunbookQuery:
-        try:
-            Template(self.promql).substitute(namespace='"ns"', workload='"w"', pod='"p"')
-        except (KeyError, ValueError) as exc:
-            raise ValueError(f"promql has an unknown or malformed placeholder: {exc}") from exc
+        _check_placeholders(self.promql)
         return self
+
+
+def _check_placeholders(promql: str) -> None:
+    try:
+        Template(promql).substitute(namespace='"ns"', workload='"w"', pod='"p"')
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"promql has an unknown or malformed placeholder: {exc}") from exc
 
 
 class Runbook(BaseModel):
@@ -84,7 +88,17 @@ class Runbook(BaseModel):
     actions: list[RunbookAction] = Field(default_factory=list)
     diagnostics: list[str] = Field(default_factory=list)
     queries: list[RunbookQuery] = Field(default_factory=list)
+    # PromQL that still returns series while the diagnosed cause is there (same placeholders as ``queries``):
+    # verification checks it besides the alert's own expression before calling the incident resolved.
+    verify: str | None = None
     url: str | None = None
+
+    @field_validator("verify")
+    @classmethod
+    def _verify_placeholders_are_known(cls, verify: str | None) -> str | None:
+        if verify is not None:
+            _check_placeholders(verify)
+        return verify
 
     @model_validator(mode="after")
     def _actions_address_known_hypotheses(self) -> Runbook:

@@ -278,6 +278,7 @@ class IncidentWorkflow:
         )
         self._record("plan_proposed", result.rationale, state.plan.model_dump(mode="json"))
         state.fallback_plans = list(result.fallback_plans)
+        state.verify_query = result.verify_query
         await self._route_plan()
 
     async def _route_plan(self) -> None:
@@ -473,7 +474,26 @@ class IncidentWorkflow:
         self._record("action", f"{where}: {mode}: {detail}", record.model_dump(mode="json"))
         return record
 
-    async def _after_no_recovery(self, now: PromQueryResult) -> None:
+    async def _cause_still_there(self, alert_now: PromQueryResult) -> bool:
+        """The runbook's own check for the diagnosed cause (the alert may clear before the cause does)."""
+        state = self._state
+        if not state.verify_query or not workflow.patched(REMEDIATION_PATCH):
+            return False
+        check, problem = await self._query_alert_expression(state.verify_query, own_series_only=False)
+        if check is None or not check.series:
+            if check is None:
+                self._record("verification", f"the runbook's check could not run ({problem}); the alert decides")
+            return False
+        self._verified(
+            "runbook",
+            "still_failing",
+            f"the runbook's check still returns {len(check.series)} series",
+            state.verify_query,
+        )
+        await self._after_no_recovery(alert_now, still="the runbook's check for the cause still fails")
+        return True
+
+    async def _after_no_recovery(self, now: PromQueryResult, still: str = "the alert condition still holds") -> None:
         """The condition still holds after the plan: undo what made it worse, or try the next cause's plan."""
         state = self._state
         assert state.plan is not None
@@ -501,9 +521,7 @@ class IncidentWorkflow:
             await self._route_plan()
         else:
             self._escalate(
-                "the alert condition still holds after remediation"
-                if state.plan.mutating
-                else "the alert condition still holds: it did not recover by itself"
+                f"{still} after remediation" if state.plan.mutating else f"{still}: it did not recover by itself"
             )
 
     async def _undo(self, record: ActionRecord) -> bool:
@@ -561,6 +579,8 @@ class IncidentWorkflow:
                     if state.plan is not None and state.plan.mutating
                     else "the alert condition still holds: it did not recover by itself"
                 )
+        elif await self._cause_still_there(result):
+            return
         else:
             self._verified("prometheus", "recovered", "the alert expression returns no series of this incident", expr)
             self._enter(Phase.resolved, "recovered")
@@ -666,12 +686,15 @@ class IncidentWorkflow:
             return False
         return True
 
-    async def _query_alert_expression(self, expr: str) -> tuple[PromQueryResult | None, str]:
-        """The alert's expression evaluated now, or None and why it could not be."""
+    async def _query_alert_expression(
+        self, expr: str, *, own_series_only: bool = True
+    ) -> tuple[PromQueryResult | None, str]:
+        """An expression evaluated now (by default only the incident's own series), or None and why not."""
+        labels = [dict(alert.labels) for alert in self._state.alerts.values()] if own_series_only else []
         try:
             result = await workflow.execute_activity_method(
                 PrometheusActivities.query_alert_expression,
-                PromQueryRequest(expr=expr, alert_labels=[dict(alert.labels) for alert in self._state.alerts.values()]),
+                PromQueryRequest(expr=expr, alert_labels=labels),
                 start_to_close_timeout=_PROMETHEUS_TIMEOUT,
                 schedule_to_close_timeout=_PROMETHEUS_BUDGET,
                 retry_policy=_PROMETHEUS_RETRY,
