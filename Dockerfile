@@ -14,6 +14,7 @@ COPY config config
 COPY devstack devstack
 COPY evals evals
 COPY remediation remediation
+COPY reports reports
 COPY runbooks runbooks
 COPY worker.py starter.py ./
 COPY policy.yaml ./

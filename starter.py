@@ -1,6 +1,6 @@
 """The front door and the operators' CLI.
 
-python starter.py serve                                   # HTTP front door on HTTP_HOST:HTTP_PORT
+python starter.py serve                                   # HTTP front door on HTTP_HOST:HTTP_PORT (+ Slack Socket Mode)
 python starter.py approve incident-0123abcd... --by alice [--reason "..."] [--plan-id plan-...]
 python starter.py reject  incident-0123abcd... --by alice [--reason "..."]
 python starter.py killswitch on|off --by alice [--reason "..."]  # stop (or allow again) every mutating action
@@ -25,6 +25,7 @@ from config.temporal import connect
 from frontdoor.app import create_app
 from frontdoor.gateway import DecisionRefused, IncidentGateway, IncidentNotFound, TemporalUnavailable
 from frontdoor.governor import GovernorGateway
+from frontdoor.slack import SLACK_INTERACTIONS, SocketMode
 from models.incident import Decision
 from models.remediation import GOVERNOR_WORKFLOW_ID, KillSwitchRequest
 
@@ -45,12 +46,21 @@ async def serve(settings: Settings) -> None:
         port=settings.http_port,
         temporal=settings.temporal_address,
     )
+    # Socket Mode (SLACK_APP_TOKEN): button clicks arrive over Slack's websocket, for teams without public ingress.
+    socket_mode: SocketMode | None = None
+    if settings.slack_app_token is not None and settings.slack_app_token.get_secret_value().strip():
+        socket_mode = SocketMode(
+            settings.slack_app_token.get_secret_value().strip(), app[SLACK_INTERACTIONS], api_url=settings.slack_api_url
+        )
+        socket_mode.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("frontdoor_stopping")
+    if socket_mode is not None:
+        await socket_mode.stop()
     await runner.cleanup()
 
 

@@ -17,10 +17,11 @@ from activities.llm import LLMActivities
 from activities.logging_context import IncidentLogContext
 from activities.loki import LokiActivities
 from activities.memory import MemoryActivities
-from activities.notify import ConsoleNotifier
+from activities.notify import Notifier
 from activities.policy import PolicyActivities
 from activities.prometheus import PrometheusActivities
 from activities.remediation import RemediationActivities
+from activities.slack import SlackNotifier
 from activities.triage import TriageActivities
 from config.logging import configure_logging
 from config.process import exit_now
@@ -44,7 +45,7 @@ def build_worker(client: Client, settings: Settings, session: aiohttp.ClientSess
     llm = LLMActivities.from_settings(settings)
     triage = TriageActivities(runbooks)
     memory = MemoryActivities(client)
-    notifier = ConsoleNotifier()
+    notifier = Notifier(SlackNotifier.from_settings(settings))
     governor = GovernorActivities(client, settings.temporal_task_queue)
     policy = load_policy(settings.policy_file)  # a bad file stops the start, naming the key
     for warning in policy_warnings(policy):

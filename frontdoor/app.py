@@ -14,9 +14,11 @@ from config.settings import Settings
 from frontdoor.auth import bearer_ok, operator_allowed
 from frontdoor.gateway import DecisionRefused, IncidentGateway, IncidentNotFound, TemporalUnavailable
 from frontdoor.governor import GovernorGateway
+from frontdoor.slack import install as install_slack
 from models.alertmanager import AlertmanagerWebhook
 from models.incident import Decision
 from models.remediation import KillSwitchRequest
+from reports.markdown import render_report
 from triage.alerts import notification_from_webhook
 from triage.identity import WORKFLOW_ID_PREFIX
 from workflows.incident import UNKNOWN_APPROVER
@@ -41,9 +43,11 @@ def create_app(
     app.router.add_post("/alerts/alertmanager", alertmanager_webhook)
     app.router.add_get("/incidents", list_incidents)
     app.router.add_get("/incidents/{workflow_id}", get_incident)
+    app.router.add_get("/incidents/{workflow_id}/report", get_report)
     app.router.add_post("/incidents/{workflow_id}/decision", post_decision)
     app.router.add_get("/governor", get_governor)
     app.router.add_post("/governor/killswitch", post_killswitch)
+    install_slack(app, gateway, settings)  # POST /slack/interactions (frontdoor/slack.py)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app
@@ -140,6 +144,18 @@ async def get_incident(request: web.Request) -> web.Response:
     except IncidentNotFound:
         return _error(404, f"no incident {workflow_id}")
     return web.json_response(state.model_dump(mode="json"))
+
+
+async def get_report(request: web.Request) -> web.Response:
+    """The post-incident report, Markdown, rendered from the ``state`` query (running or closed incidents)."""
+    workflow_id = _workflow_id(request)
+    if workflow_id is None:
+        return _error(404, f"not an incident id (expected {WORKFLOW_ID_PREFIX}...)")
+    try:
+        state = await request.app[GATEWAY].state(workflow_id)
+    except IncidentNotFound:
+        return _error(404, f"no incident {workflow_id}")
+    return web.Response(text=render_report(state), content_type="text/markdown", charset="utf-8")
 
 
 async def post_decision(request: web.Request) -> web.Response:

@@ -347,7 +347,7 @@ class PromQueryResult(BaseModel):
 
 
 class Notification(BaseModel):
-    """A message for the humans on call (console when Slack is not configured)."""
+    """A message for the humans on call: a log line always, and the incident's Slack message when configured."""
 
     workflow_id: str
     event: str
@@ -356,3 +356,35 @@ class Notification(BaseModel):
     title: str
     text: str
     plan: Plan | None = None
+    diagnosis: Diagnosis | None = None
+    decided_by: str | None = None  # who approved or rejected the plan, once someone did
+    outcome: str | None = None
+    # The incident's Slack message once posted (from an earlier receipt): updated in place (chat.update).
+    slack_channel: str | None = None
+    slack_ts: str | None = None
+    thread_lines: list[str] = Field(default_factory=list)  # timeline entries to add to the message's thread
+
+
+class NotificationReceipt(BaseModel):
+    """Where the incident's message lives (so the next notification updates it) and anything that went wrong."""
+
+    slack_channel: str | None = None
+    slack_ts: str | None = None
+    problems: list[str] = Field(default_factory=list)  # e.g. "channel_not_found": recorded, never fatal
+
+
+class PageRequest(BaseModel):
+    """PagerDuty Events API v2: trigger when the incident escalates, resolve when it resolves."""
+
+    workflow_id: str  # the dedup_key: one PagerDuty incident per incident
+    action: Literal["trigger", "resolve"]
+    summary: str = ""
+    severity: Severity = Severity.critical
+    source: str = ""  # the alerting service or namespace
+    links: list[dict[str, str]] = Field(default_factory=list)  # [{"href": ..., "text": ...}]
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class PageResult(BaseModel):
+    sent: bool
+    detail: str = ""  # PagerDuty's answer, or why nothing was sent (not configured, 400 and its errors)

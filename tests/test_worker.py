@@ -27,7 +27,7 @@ def captured_logs():
 
 
 async def test_every_activity_log_line_names_its_incident(
-    time_skipping_env: WorkflowEnvironment,
+    own_time_skipping_env: WorkflowEnvironment,
     task_queue: str,
     captured_logs: LogCapture,
     tmp_path: Path,
@@ -38,10 +38,10 @@ async def test_every_activity_log_line_names_its_incident(
     for variable in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST"):
         monkeypatch.delenv(variable, raising=False)
     settings = Settings(_env_file=None, temporal_task_queue=task_queue)  # type: ignore[call-arg]
-    async with aiohttp.ClientSession() as session, build_worker(time_skipping_env.client, settings, session):
-        gateway = IncidentGateway(time_skipping_env.client, settings)
+    async with aiohttp.ClientSession() as session, build_worker(own_time_skipping_env.client, settings, session):
+        gateway = IncidentGateway(own_time_skipping_env.client, settings)
         delivery = await gateway.deliver(notification(group_key=f'{{}}:{{test="{task_queue}"}}'))
-        handle = time_skipping_env.client.get_workflow_handle(delivery.workflow_id)
+        handle = own_time_skipping_env.client.get_workflow_handle(delivery.workflow_id)
         # Nothing to go on: the agent abstains and hands the incident to a person.
         state = await wait_for(handle, lambda s: s.phase == Phase.escalated)
 
@@ -60,7 +60,7 @@ async def test_every_activity_log_line_names_its_incident(
 
 
 async def test_a_broken_runbook_stops_the_worker_naming_file_and_key(
-    time_skipping_env: WorkflowEnvironment, tmp_path: Path
+    own_time_skipping_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
     (tmp_path / "broken.yaml").write_text(
         "id: broken\ntitle: Broken\nmatch: {alertnames: [X]}\n"
@@ -69,5 +69,5 @@ async def test_a_broken_runbook_stops_the_worker_naming_file_and_key(
     settings = Settings(_env_file=None, runbooks_dir=tmp_path)  # type: ignore[call-arg]
     async with aiohttp.ClientSession() as session:
         with pytest.raises(RunbookError) as info:
-            build_worker(time_skipping_env.client, settings, session)
+            build_worker(own_time_skipping_env.client, settings, session)
     assert "broken.yaml" in str(info.value) and "hypotheses.0.category" in str(info.value)
