@@ -18,6 +18,7 @@ from activities.logging_context import IncidentLogContext
 from activities.loki import LokiActivities
 from activities.memory import MemoryActivities
 from activities.notify import Notifier
+from activities.pagerduty import PagerDutyActivities
 from activities.policy import PolicyActivities
 from activities.prometheus import PrometheusActivities
 from activities.remediation import RemediationActivities
@@ -52,6 +53,7 @@ def build_worker(client: Client, settings: Settings, session: aiohttp.ClientSess
         log.warning("policy", warning=warning)
     judge = PolicyActivities(policy, effective_dry_run(policy, settings.dry_run))
     executor = RemediationActivities(load_kubernetes_client())
+    pagerduty = PagerDutyActivities.from_settings(settings, session)
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
@@ -73,6 +75,7 @@ def build_worker(client: Client, settings: Settings, session: aiohttp.ClientSess
             judge.judge_plan,
             executor.execute_action,
             executor.undo_action,
+            pagerduty.page,
         ],
         interceptors=[IncidentLogContext()],
         graceful_shutdown_timeout=timedelta(seconds=10),

@@ -156,6 +156,8 @@ def top_hypothesis(hypotheses: Iterable[Hypothesis]) -> Hypothesis | None:
 
 def decision_verdict(notification: Notification) -> str:
     """ "Approved", "Rejected" or (when the notification does not say which) "Decided"."""
+    if notification.approved is not None:
+        return "Approved" if notification.approved else "Rejected"
     event = notification.event.lower()
     if "reject" in event:
         return "Rejected"

@@ -273,6 +273,13 @@ class IncidentState(BaseModel):
     resolve_deadline: datetime | None = None
     escalation_reason: str | None = None
     runs: int = 1
+    # The incident's Slack message (from the notifier's receipts) and how much of the timeline its thread has.
+    slack_channel: str | None = None
+    slack_ts: str | None = None
+    timeline_notified: int = 0
+    notified_phase: Phase | None = None
+    paged: bool = False  # PagerDuty has an open incident for this one (dedup_key = the workflow id)
+    report: str | None = None  # the post-incident report, Markdown, written when the incident closes
 
     @property
     def firing_alerts(self) -> list[Alert]:
@@ -358,6 +365,7 @@ class Notification(BaseModel):
     plan: Plan | None = None
     diagnosis: Diagnosis | None = None
     decided_by: str | None = None  # who approved or rejected the plan, once someone did
+    approved: bool | None = None  # what they decided
     outcome: str | None = None
     # The incident's Slack message once posted (from an earlier receipt): updated in place (chat.update).
     slack_channel: str | None = None

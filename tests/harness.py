@@ -19,6 +19,7 @@ from activities.alertmanager import AlertmanagerActivities
 from activities.llm import LLMActivities
 from activities.loki import LokiActivities
 from activities.memory import MemoryActivities
+from activities.pagerduty import PagerDutyActivities
 from activities.policy import PolicyActivities
 from activities.remediation import RemediationActivities
 from activities.triage import TriageActivities
@@ -169,7 +170,8 @@ class RecordingNotifier:
 
     @property
     def events(self) -> list[str]:
-        return [n.event for n in self.sent]
+        """What was announced, without the in-place updates of the incident's message at each phase."""
+        return [n.event for n in self.sent if n.event != "phase"]
 
 
 @asynccontextmanager
@@ -184,6 +186,7 @@ async def incident_worker(
     executor: RemediationActivities | None = None,
     dry_run: bool = True,
     policy: Policy | None = None,
+    pagerduty: PagerDutyActivities | None = None,
 ) -> AsyncIterator[Worker]:
     """The incident's worker with Prometheus, Kubernetes (read side) and the notifier stood in; the other sources
     are the real adapters, unconfigured, so every incident records their real "not configured" gaps. The executor
@@ -218,6 +221,7 @@ async def incident_worker(
                 governor.killswitch_state,
                 executor.execute_action,
                 executor.undo_action,
+                (pagerduty or PagerDutyActivities(None, "http://127.0.0.1:9/v2/enqueue", session)).page,
             ],
         )
         async with worker:

@@ -134,7 +134,7 @@ async def test_approve_path_verifies_recovery_and_closes(rig: Rig) -> None:
     verify_event = next(e for e in final.timeline if e.kind == "verification")
     action_event = next(e for e in final.timeline if e.kind == "action")
     assert (verify_event.at - action_event.at).total_seconds() >= 300
-    assert rig.notifier.events == ["approval_requested", "resolved"]
+    assert rig.notifier.events == ["approval_requested", "resolved", "closed"]
     await capture(handle, "approve_resolved")
 
 
@@ -149,7 +149,7 @@ async def test_reject_escalates_and_a_later_resolution_closes(rig: Rig) -> None:
     await rig.gateway.deliver(resolved(rig.notification()))
     final = await finish(rig, handle, 1)
     assert final.outcome == "resolved after escalation"
-    assert rig.notifier.events == ["approval_requested", "escalated", "resolved"]
+    assert rig.notifier.events == ["approval_requested", "escalated", "resolved", "closed"]
     await capture(handle, "reject_escalated_resolved")
 
 
@@ -181,8 +181,8 @@ async def test_resolution_before_approval_closes_without_acting(rig: Rig) -> Non
 @pytest_asyncio.fixture
 async def dev_rig(dev_server: WorkflowEnvironment, task_queue: str):
     # Low enough that the continue-as-new test crosses it with its 40 signals; high enough that an ordinary
-    # incident (about 70 events up to its close) does not.
-    async for value in make_rig_factory(dev_server, task_queue)(max_history_events=90, verify_after_s=1):
+    # incident (about 110 events up to its close, with a Slack update at every phase) does not.
+    async for value in make_rig_factory(dev_server, task_queue)(max_history_events=150, verify_after_s=1):
         yield value
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -24,6 +24,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.errors import BAD_QUERY, SOURCE_FORBIDDEN, SOURCE_MISCONFIGURED, SOURCE_NOT_CONFIGURED
     from activities.notify import ConsoleNotifier
+    from activities.pagerduty import PagerDutyActivities
     from activities.prometheus import PrometheusActivities
     from activities.triage import TriageActivities
     from analysis.budget import bound_evidence
@@ -52,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
         IncidentSettings,
         IncidentState,
         Notification,
+        PageRequest,
         Phase,
         Plan,
         PromQueryRequest,
@@ -63,6 +65,7 @@ with workflow.unsafe.imports_passed_through():
         VerificationRecord,
     )
     from models.remediation import ExecuteRequest, ReportOutcome, Reservation, UndoRequest
+    from reports.markdown import render_report
     from triage.alerts import fires_again, merge_notification
     from triage.labels import highest_severity
     from triage.planning import evidence_request
@@ -91,6 +94,8 @@ ALREADY_DECIDED = "AlreadyDecided"
 EVIDENCE_SOURCES_PATCH = "evidence-sources-v1"
 # A plan of only "none" (noise) watches the alert instead of paging a person.
 WATCH_NOISE_PATCH = "watch-noise-v1"
+# Slack updated at every phase (with receipts), PagerDuty on escalation, the report at close.
+HUMANS_PATCH = "humans-v1"
 
 TIMELINE_LIMIT = 500
 TIMELINE_KEEP_HEAD = 50
@@ -151,7 +156,12 @@ class IncidentWorkflow:
         while self._state.phase != Phase.closed:
             if self._continue_as_new_due():
                 await self._continue_as_new()
+            if self._state.phase != self._state.notified_phase and workflow.patched(HUMANS_PATCH):
+                await self._notify("phase", f"{self._state.phase.value}")
             await handlers[self._state.phase]()
+        if workflow.patched(HUMANS_PATCH):
+            self._state.report = render_report(self._state)
+            await self._notify("closed", f"Incident closed: {self._state.outcome}.", report=True)
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self._fired_after_resolution:
             self._record("reopening", "alerts fired again as the incident closed; continuing as a new run")
@@ -590,6 +600,8 @@ class IncidentWorkflow:
         if state.resolve_deadline is None:
             state.resolve_deadline = workflow.now() + timedelta(seconds=self._settings.resolve_wait_s)
             await self._notify("escalated", state.escalation_reason or "escalated")
+            if workflow.patched(HUMANS_PATCH):
+                await self._page("trigger")
         remaining = (state.resolve_deadline - workflow.now()).total_seconds()
         resolved = await self._wait(lambda: state.all_resolved or self._continue_as_new_due(), remaining)
         if state.all_resolved:
@@ -605,6 +617,8 @@ class IncidentWorkflow:
         else:
             state.outcome = state.outcome or "resolved"
         await self._notify("resolved", f"Incident resolved: {state.outcome}.")
+        if state.paged and workflow.patched(HUMANS_PATCH):
+            await self._page("resolve")
         self._close(state.outcome)
 
     # ---- signal, update, query ----------------------------------------------------------------------------
@@ -703,28 +717,80 @@ class IncidentWorkflow:
             return None, failure_reason(err)
         return result, ""
 
-    async def _notify(self, event: str, text: str) -> None:
+    async def _notify(self, event: str, text: str, *, report: bool = False) -> None:
         state = self._state
+        humans = workflow.patched(HUMANS_PATCH)
+        notification = Notification(
+            workflow_id=state.workflow_id,
+            event=event,
+            phase=state.phase,
+            severity=state.severity,
+            title=one_line_summary(state),
+            text=text,
+            plan=state.plan,
+        )
+        if humans:
+            # The Slack message is updated in place; what happened since the last update goes to its thread.
+            lines = [f"{e.kind}: {e.message}" for e in state.timeline[state.timeline_notified :]]
+            if report and state.report:
+                lines.append(state.report)
+            notification = notification.model_copy(
+                update={
+                    "diagnosis": state.diagnosis if state.phase not in (Phase.received, Phase.triaging) else None,
+                    "decided_by": state.decision.by if state.decision else None,
+                    "approved": state.decision.approve if state.decision else None,
+                    "outcome": state.outcome,
+                    "slack_channel": state.slack_channel,
+                    "slack_ts": state.slack_ts,
+                    "thread_lines": lines,
+                }
+            )
         try:
-            await workflow.execute_activity_method(
+            receipt = await workflow.execute_activity_method(
                 ConsoleNotifier.notify,
-                Notification(
-                    workflow_id=state.workflow_id,
-                    event=event,
-                    phase=state.phase,
-                    severity=state.severity,
-                    title=one_line_summary(state),
-                    text=text,
-                    plan=state.plan,
-                ),
+                notification,
                 start_to_close_timeout=_NOTIFY_TIMEOUT,
                 schedule_to_close_timeout=_NOTIFY_BUDGET,
                 retry_policy=_NOTIFY_RETRY,
             )
         except ActivityError as err:
             self._record("notify_failed", f"{event}: {failure_reason(err)}")
-        else:
+            return
+        if humans:
+            state.timeline_notified = len(state.timeline)
+            state.notified_phase = state.phase
+            if receipt is not None:
+                state.slack_channel = receipt.slack_channel or state.slack_channel
+                state.slack_ts = receipt.slack_ts or state.slack_ts
+                for problem in receipt.problems:
+                    self._record("notify_problem", f"{event}: {problem}")
+        if event not in ("phase", "closed"):  # the closing message is the last word: nothing comes after it
             self._record("notified", event)
+
+    async def _page(self, action: Literal["trigger", "resolve"]) -> None:
+        """PagerDuty: one page when the incident escalates (dedup_key = workflow id), resolved when it resolves."""
+        state = self._state
+        request = PageRequest(
+            workflow_id=state.workflow_id,
+            action=action,
+            summary=f"{one_line_summary(state)}: {state.escalation_reason or state.outcome or ''}".strip(": "),
+            severity=state.severity,
+            source=f"{state.namespace}/{state.service}".strip("/") or state.alertname,
+            details={"diagnosis": state.diagnosis.category.value, "confidence": state.diagnosis.confidence},
+        )
+        try:
+            result = await workflow.execute_activity_method(
+                PagerDutyActivities.page,
+                request,
+                start_to_close_timeout=_NOTIFY_TIMEOUT,
+                schedule_to_close_timeout=timedelta(minutes=10),
+                retry_policy=_NOTIFY_RETRY,
+            )
+        except ActivityError as err:
+            self._record("page_failed", f"{action}: {failure_reason(err)}")
+            return
+        state.paged = action == "trigger" and result.sent
+        self._record("paged" if result.sent else "page_skipped", f"{action}: {result.detail}")
 
     def _enter(self, phase: Phase, message: str) -> None:
         previous = self._state.phase
