@@ -443,7 +443,10 @@ async def test_noise_that_keeps_firing_at_the_recheck_escalates(rig: Rig) -> Non
     _burst_that_is_over(rig)  # and the alert expression still returns the incident's series at the re-check
     delivery = await rig.gateway.deliver(rig.notification())
     handle = rig.handle(delivery.workflow_id)
-    escalated = await wait_for_phase(handle, Phase.escalated)
+    # Escalated, and the people on call were told (the message update for the phase comes first).
+    escalated = await wait_for(
+        handle, lambda s: any(e.kind == "notified" and e.message == "escalated" for e in s.timeline)
+    )
     assert escalated.escalation_reason == "the alert condition still holds: it did not recover by itself"
     assert "escalated" in rig.notifier.events
     await capture(handle, "noise_watched_then_escalated")
