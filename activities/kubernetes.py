@@ -270,44 +270,15 @@ class KubernetesActivities:
 
     async def _read(self, what: _Read, method: Callable[..., Any], **params: Any) -> dict[str, Any]:
         """One get/list in a worker thread; the raw JSON document (no model deserialisation to trip on)."""
-
-        def call() -> bytes:
-            response = method(**params, _preload_content=False, _request_timeout=self._timeout_s)
-            try:
-                return bytes(response.data)
-            finally:
-                response.release_conn()
-
-        try:
-            body = await asyncio.wait_for(asyncio.to_thread(call), timeout=self._deadline_s)
-        except ApiException as exc:
-            raise _api_error(what, exc, self._host) from exc
-        except TimeoutError as exc:
-            raise ApplicationError(
-                f"Kubernetes API at {self._host} did not answer {what} within {self._deadline_s:.1f}s (timeout)",
-                type=SOURCE_UNAVAILABLE,
-            ) from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            failure = "timed out" if _is_timeout(exc) else "unreachable"
-            raise ApplicationError(
-                f"Kubernetes API at {self._host} {failure} for {what}: {type(exc).__name__}: {exc}",
-                type=SOURCE_UNAVAILABLE,
-            ) from exc
-        try:
-            document = json.loads(body)
-        except ValueError as exc:
-            raise ApplicationError(
-                f"Kubernetes API at {self._host} answered {what} with something that is not JSON",
-                type=SOURCE_MISCONFIGURED,
-                non_retryable=True,
-            ) from exc
-        if not isinstance(document, dict):
-            raise ApplicationError(
-                f"Kubernetes API at {self._host} answered {what} with a JSON {type(document).__name__}",
-                type=SOURCE_MISCONFIGURED,
-                non_retryable=True,
-            )
-        return document
+        return await call_for_json(
+            method,
+            params,
+            what=str(what),
+            host=self._host,
+            timeout_s=self._timeout_s,
+            deadline_s=self._deadline_s,
+            api_error=lambda exc: _api_error(what, exc, self._host),
+        )
 
     async def _optional(
         self, what: _Read, notes: list[str], method: Callable[..., Any], **params: Any
@@ -471,6 +442,64 @@ class KubernetesActivities:
 
 
 # ---- errors ---------------------------------------------------------------------------------------------
+
+
+async def call_for_json(
+    method: Callable[..., Any],
+    params: Mapping[str, Any],
+    *,
+    what: str,
+    host: str,
+    timeout_s: float,
+    deadline_s: float,
+    api_error: Callable[[ApiException], ApplicationError],
+    retry_note: str = "",
+    empty_is_object: bool = False,
+) -> dict[str, Any]:
+    """One official-client call in a worker thread, its raw JSON answer, and every failure as a typed error.
+
+    The read side and the remediation executor share it: an API error goes through the caller's own mapping,
+    a timeout or an unreachable server is a retryable ``SourceUnavailable`` (``retry_note`` says what a retry
+    does), and an answer that is not a JSON object means the URL is not a Kubernetes API.
+    """
+
+    def call() -> bytes:
+        response = method(**params, _preload_content=False, _request_timeout=timeout_s)
+        try:
+            return bytes(response.data)
+        finally:
+            response.release_conn()
+
+    try:
+        body = await asyncio.wait_for(asyncio.to_thread(call), timeout=deadline_s)
+    except ApiException as exc:
+        raise api_error(exc) from exc
+    except TimeoutError as exc:
+        raise ApplicationError(
+            f"Kubernetes API at {host} did not answer {what} within {deadline_s:.1f}s (timeout){retry_note}",
+            type=SOURCE_UNAVAILABLE,
+        ) from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        failure = "timed out" if _is_timeout(exc) else "unreachable"
+        raise ApplicationError(
+            f"Kubernetes API at {host} {failure} for {what}: {type(exc).__name__}: {exc}{retry_note}",
+            type=SOURCE_UNAVAILABLE,
+        ) from exc
+    try:
+        document = json.loads(body) if body or not empty_is_object else {}
+    except ValueError as exc:
+        raise ApplicationError(
+            f"Kubernetes API at {host} answered {what} with something that is not JSON",
+            type=SOURCE_MISCONFIGURED,
+            non_retryable=True,
+        ) from exc
+    if not isinstance(document, dict):
+        raise ApplicationError(
+            f"Kubernetes API at {host} answered {what} with a JSON {type(document).__name__}",
+            type=SOURCE_MISCONFIGURED,
+            non_retryable=True,
+        )
+    return document
 
 
 def _api_error(what: _Read, exc: ApiException, host: str) -> ApplicationError:

@@ -46,7 +46,6 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import structlog
-import urllib3
 from kubernetes import client as k8s_client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils.quantity import parse_quantity
@@ -60,12 +59,12 @@ from activities.kubernetes import (
     _annotations,
     _images,
     _int,
-    _is_timeout,
     _name,
     _owned_by,
     _selector_string,
     _server_message,
     _template,
+    call_for_json,
 )
 from models.incident import Action, ActionType
 from models.remediation import ACTION_ID_ANNOTATION, ExecuteRequest, ExecuteResult, UndoRequest
@@ -630,46 +629,18 @@ class RemediationActivities:
 
     async def _call(self, what: _Call, method: Callable[..., Any], **params: Any) -> dict[str, Any]:
         """One request in a worker thread; the raw JSON answer (no model deserialisation to trip on)."""
-
-        def call() -> bytes:
-            response = method(**params, _preload_content=False, _request_timeout=self._timeout_s)
-            try:
-                return bytes(response.data)
-            finally:
-                response.release_conn()
-
         mutating = what.verb not in ("get", "list")
-        again = " (a retry re-reads the target first, so it never applies twice)" if mutating else ""
-        try:
-            body = await asyncio.wait_for(asyncio.to_thread(call), timeout=self._deadline_s)
-        except ApiException as exc:
-            raise _api_error(what, exc, self._host) from exc
-        except TimeoutError as exc:
-            raise ApplicationError(
-                f"Kubernetes API at {self._host} did not answer {what} within {self._deadline_s:.1f}s (timeout){again}",
-                type=SOURCE_UNAVAILABLE,
-            ) from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            failure = "timed out" if _is_timeout(exc) else "unreachable"
-            raise ApplicationError(
-                f"Kubernetes API at {self._host} {failure} for {what}: {type(exc).__name__}: {exc}{again}",
-                type=SOURCE_UNAVAILABLE,
-            ) from exc
-        try:
-            document = json.loads(body) if body else {}
-        except ValueError as exc:
-            raise ApplicationError(
-                f"Kubernetes API at {self._host} answered {what} with something that is not JSON",
-                type=SOURCE_MISCONFIGURED,
-                non_retryable=True,
-            ) from exc
-        if not isinstance(document, dict):
-            raise ApplicationError(
-                f"Kubernetes API at {self._host} answered {what} with a JSON {type(document).__name__}",
-                type=SOURCE_MISCONFIGURED,
-                non_retryable=True,
-            )
-        return document
+        return await call_for_json(
+            method,
+            params,
+            what=str(what),
+            host=self._host,
+            timeout_s=self._timeout_s,
+            deadline_s=self._deadline_s,
+            api_error=lambda exc: _api_error(what, exc, self._host),
+            retry_note=" (a retry re-reads the target first, so it never applies twice)" if mutating else "",
+            empty_is_object=True,
+        )
 
 
 # ---- errors -------------------------------------------------------------------------------------------------
