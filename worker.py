@@ -68,6 +68,7 @@ def build_worker(client: Client, settings: Settings, session: aiohttp.ClientSess
             kubernetes.gather_kubernetes_evidence,
             alertmanager.gather_related_alerts,
             llm.diagnose_with_llm,
+            llm.summarize_incident,
             notifier.notify,
             governor.reserve_action,
             governor.report_action,

@@ -76,3 +76,21 @@ class LLMDiagnoseResult(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     attempts: int = 0
+
+
+class LLMSummaryRequest(BaseModel):
+    """The post-incident report (Markdown, the incident's own record) to be summed up in one paragraph."""
+
+    workflow_id: str
+    report: str
+
+
+class LLMSummaryResult(BaseModel):
+    used: bool
+    summary: str | None = None
+    fallback_reason: str | None = None
+    model: str = ""
+    latency_ms: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    attempts: int = 0

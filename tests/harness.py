@@ -215,6 +215,7 @@ async def incident_worker(
                 alertmanager.gather_related_alerts,
                 notifier.notify,
                 (llm or LLMActivities(None, None)).diagnose_with_llm,
+                (llm or LLMActivities(None, None)).summarize_incident,
                 judge.judge_plan,
                 governor.reserve_action,
                 governor.report_action,

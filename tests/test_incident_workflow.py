@@ -18,7 +18,7 @@ from config.settings import Settings
 from frontdoor.gateway import IncidentGateway
 from models.evidence import MetricEvidence, SeriesChange
 from models.incident import Decision, IncidentSettings, IncidentState, Phase, PromSeries
-from tests.fixtures.openai_stand_in import OpenAIStandIn, answer, server_error
+from tests.fixtures.openai_stand_in import OpenAIStandIn, answer, server_error, text
 from tests.harness import (
     FakeKubernetes,
     FakePrometheus,
@@ -339,9 +339,9 @@ async def openai_stand_in() -> AsyncIterator[OpenAIStandIn]:
 
 
 @pytest_asyncio.fixture
-async def llm_rig(time_skipping_env: WorkflowEnvironment, task_queue: str, openai_stand_in: OpenAIStandIn):
+async def llm_rig(own_time_skipping_env: WorkflowEnvironment, task_queue: str, openai_stand_in: OpenAIStandIn):
     llm = LLMActivities("sk-test", openai_stand_in.base_url, "test-model", max_retries=0)
-    async for value in make_rig_factory(time_skipping_env, task_queue, llm)(llm=True):
+    async for value in make_rig_factory(own_time_skipping_env, task_queue, llm)(llm=True):
         yield value
 
 
@@ -498,3 +498,43 @@ async def test_without_the_second_opinions_agreement_a_person_must_approve(
     assert opinion.message.startswith("does not agree: ")
     assert state.plan is not None and state.plan.actions[0].requires_approval
     assert state.actions_taken == []
+
+
+async def test_a_closed_incidents_report_opens_with_the_llms_summary(
+    llm_rig: Rig, openai_stand_in: OpenAIStandIn
+) -> None:
+    paragraph = "Search failed after revision 7; alice approved the rollback and the errors stopped."
+    openai_stand_in.script(
+        answer(_llm_answer("bad_deploy", [{"type": "rollback", "namespace": "food", "target": "search"}])),
+        text(paragraph),
+    )
+    delivery = await llm_rig.gateway.deliver(llm_rig.notification())
+    handle = llm_rig.handle(delivery.workflow_id)
+    await wait_for_phase(handle, Phase.awaiting_approval)
+    llm_rig.prometheus.series = []
+    await handle.execute_update(IncidentWorkflow.decide, Decision(approve=True, by="alice"))
+    final = await finish(llm_rig, handle, 301)
+
+    assert final.outcome == "resolved" and final.report is not None
+    assert paragraph in final.report
+    await capture(handle, "llm_report_summary")
+    summary_request = openai_stand_in.requests[-1]
+    assert "# Incident report" in summary_request.message("user") and "response_format" not in summary_request.body
+
+
+async def test_without_a_summary_the_report_is_the_deterministic_one(
+    llm_rig: Rig, openai_stand_in: OpenAIStandIn
+) -> None:
+    openai_stand_in.script(
+        answer(_llm_answer("bad_deploy", [{"type": "rollback", "namespace": "food", "target": "search"}])),
+        server_error(),
+    )
+    delivery = await llm_rig.gateway.deliver(llm_rig.notification())
+    handle = llm_rig.handle(delivery.workflow_id)
+    await wait_for_phase(handle, Phase.awaiting_approval)
+    llm_rig.prometheus.series = []
+    await handle.execute_update(IncidentWorkflow.decide, Decision(approve=True, by="alice"))
+    final = await finish(llm_rig, handle, 301)
+
+    assert final.report is not None and final.report.startswith("# Incident report")
+    assert any(e.kind == "llm" and e.message.startswith("no report summary: HTTP 500") for e in final.timeline)

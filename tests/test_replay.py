@@ -36,6 +36,8 @@ def test_representative_paths_are_kept() -> None:
         "remediation_applied_resolved",
         "remediation_made_worse_undone",
         "remediation_next_plan",
+        # Slack at every phase, PagerDuty, the report and its LLM summary (patches humans-v1, llm-report-summary-v1).
+        "llm_report_summary",
     } <= names
 
 

@@ -72,7 +72,7 @@ with workflow.unsafe.imports_passed_through():
     from triage.summary import details_markdown, one_line_summary
     from workflows.evidence import gather_evidence
     from workflows.failures import failure_reason, failure_type
-    from workflows.llm_step import LLM_PATCH, ask_llm, merged
+    from workflows.llm_step import LLM_PATCH, LLM_SUMMARY_PATCH, ask_llm, merged, summarize
     from workflows.llm_step import describe as describe_llm
     from workflows.memory_step import MEMORY_PATCH, recall
     from workflows.memory_step import describe as describe_memory
@@ -161,6 +161,12 @@ class IncidentWorkflow:
             await handlers[self._state.phase]()
         if workflow.patched(HUMANS_PATCH):
             self._state.report = render_report(self._state)
+            if self._settings.llm and workflow.patched(LLM_SUMMARY_PATCH):
+                summary = await summarize(self._state.workflow_id, self._state.report)
+                if summary.used and summary.summary:
+                    self._state.report = render_report(self._state, summary.summary)
+                else:
+                    self._record("llm", f"no report summary: {summary.fallback_reason}")
             await self._notify("closed", f"Incident closed: {self._state.outcome}.", report=True)
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self._fired_after_resolution:

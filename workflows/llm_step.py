@@ -15,10 +15,11 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.llm import LLMActivities
     from models.incident import DiagnoseResult, IncidentState
-    from models.llm import LLMDiagnoseRequest, LLMDiagnoseResult
+    from models.llm import LLMDiagnoseRequest, LLMDiagnoseResult, LLMSummaryRequest, LLMSummaryResult
     from workflows.failures import failure_reason
 
 LLM_PATCH = "llm-diagnosis-v1"
+LLM_SUMMARY_PATCH = "llm-report-summary-v1"
 # The activity bounds its own retries and waits (about 150 s at worst); a crashed worker is retried.
 _LLM_TIMEOUT = timedelta(seconds=180)
 _LLM_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_attempts=3)
@@ -76,3 +77,16 @@ def describe(answer: LLMDiagnoseResult) -> tuple[str, dict[str, object]]:
         cost["fallback_reason"] = answer.fallback_reason
         text = f"LLM not used ({answer.fallback_reason}); the evidence scoring stands"
     return text, cost
+
+
+async def summarize(workflow_id: str, report: str) -> LLMSummaryResult:
+    """One paragraph for the top of the report; any trouble leaves the deterministic report as it is."""
+    try:
+        return await workflow.execute_activity_method(
+            LLMActivities.summarize_incident,
+            LLMSummaryRequest(workflow_id=workflow_id, report=report),
+            start_to_close_timeout=_LLM_TIMEOUT,
+            retry_policy=_LLM_RETRY,
+        )
+    except ActivityError as err:
+        return LLMSummaryResult(used=False, fallback_reason=f"the LLM step failed: {failure_reason(err)}")
