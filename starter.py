@@ -5,6 +5,8 @@ python starter.py approve incident-0123abcd... --by alice [--reason "..."] [--pl
 python starter.py reject  incident-0123abcd... --by alice [--reason "..."]
 python starter.py killswitch on|off --by alice [--reason "..."]  # stop (or allow again) every mutating action
 python starter.py governor                                # the governor's state: kill switch and ledger
+python starter.py feedback incident-0123abcd... correct|wrong --by alice [--cause oom_kill] [--note "..."]
+python starter.py stats [--window 7d] [--namespace N] [--service S]  # accuracy, auto-resolved share, MTTA, MTTR
 """
 
 from __future__ import annotations
@@ -14,19 +16,27 @@ import asyncio
 import json
 import signal
 import sys
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from aiohttp import web
 
+from config.durations import parse_duration
 from config.logging import configure_logging
 from config.process import exit_now
 from config.settings import Settings, get_settings
 from config.temporal import connect
 from frontdoor.app import create_app
-from frontdoor.gateway import DecisionRefused, IncidentGateway, IncidentNotFound, TemporalUnavailable
+from frontdoor.gateway import (
+    DecisionRefused,
+    FeedbackRefused,
+    IncidentGateway,
+    IncidentNotFound,
+    TemporalUnavailable,
+)
 from frontdoor.governor import GovernorGateway
 from frontdoor.slack import SLACK_INTERACTIONS, SocketMode
-from models.incident import Decision
+from models.incident import Category, Decision, Feedback
 from models.remediation import GOVERNOR_WORKFLOW_ID, KillSwitchRequest
 
 log = structlog.get_logger("starter")
@@ -93,6 +103,36 @@ async def governor(settings: Settings, workflow_id: str, request: KillSwitchRequ
     return 0
 
 
+async def feedback(settings: Settings, workflow_id: str, verdict: Feedback) -> int:
+    gateway = IncidentGateway(await connect(settings, lazy=True), settings)
+    try:
+        record = await gateway.feedback(workflow_id, verdict)
+    except IncidentNotFound:
+        print(f"error: no incident {workflow_id} open for feedback (its feedback window is over)", file=sys.stderr)
+        return 1
+    except FeedbackRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except TemporalUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(record.model_dump(mode="json")))
+    return 0
+
+
+async def stats(settings: Settings, window_s: float, namespace: str | None, service: str | None) -> int:
+    gateway = IncidentGateway(await connect(settings, lazy=True), settings)
+    try:
+        figures = await gateway.stats(
+            timedelta(seconds=window_s), datetime.now(UTC), namespace=namespace, service=service
+        )
+    except TemporalUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(figures.model_dump(mode="json")))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="starter.py", description="Incident agent front door and operator CLI")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -110,6 +150,18 @@ def _parser() -> argparse.ArgumentParser:
     show = commands.add_parser("governor", help="show the governor's state: kill switch and ledger")
     for sub in (switch, show):
         sub.add_argument("--governor-id", default=GOVERNOR_WORKFLOW_ID, help=argparse.SUPPRESS)
+    judge = commands.add_parser("feedback", help="say whether an incident's diagnosis was correct")
+    judge.add_argument("workflow_id")
+    judge.add_argument("verdict", choices=["correct", "wrong"])
+    judge.add_argument("--by", required=True, help="who judges (checked against APPROVERS)")
+    judge.add_argument(
+        "--cause", choices=[c.value for c in Category if c is not Category.unknown], help="for wrong: the real cause"
+    )
+    judge.add_argument("--note", default="")
+    figures = commands.add_parser("stats", help="diagnosis accuracy, auto-resolved vs escalated, MTTA, MTTR")
+    figures.add_argument("--window", default="7d", help="incidents opened in the last WINDOW (default 7d)")
+    figures.add_argument("--namespace", default=None, help="only incidents of this Kubernetes namespace")
+    figures.add_argument("--service", default=None, help="only incidents of this service (workload)")
     return parser
 
 
@@ -128,6 +180,19 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         request = KillSwitchRequest(on=args.state == "on", by=args.by, reason=args.reason)
         return asyncio.run(governor(settings, args.governor_id, request))
+    if args.command == "feedback":
+        if not args.by.strip():
+            print("error: --by must name who judges the diagnosis", file=sys.stderr)
+            return 1
+        verdict = Feedback(verdict=args.verdict, by=args.by, cause=args.cause, note=args.note)
+        return asyncio.run(feedback(settings, args.workflow_id, verdict))
+    if args.command == "stats":
+        try:
+            window_s = parse_duration(args.window)
+        except ValueError as exc:
+            print(f"error: --window: {exc}", file=sys.stderr)
+            return 1
+        return asyncio.run(stats(settings, window_s, args.namespace, args.service))
     decision = Decision(approve=args.command == "approve", by=args.by, reason=args.reason, plan_id=args.plan_id)
     return asyncio.run(decide(settings, args.workflow_id, decision))
 

@@ -32,6 +32,7 @@ from remediation.policy import effective_dry_run, load_policy, policy_warnings
 from triage.runbooks import load_runbooks
 from workflows.governor import GovernorActivities, GovernorWorkflow
 from workflows.incident import IncidentWorkflow
+from workflows.search_attributes import SearchAttributesMissing, check_search_attributes
 
 log = structlog.get_logger("worker")
 
@@ -88,6 +89,13 @@ async def main() -> None:
     configure_logging(settings.log_level, settings.log_format)
     load_runbooks(settings.runbooks_dir)  # fail fast, naming the bad file, before connecting anywhere
     client = await connect_with_retry(settings)
+    try:
+        if not await check_search_attributes(client, settings.temporal_namespace):
+            log.warning("search_attributes_unchecked", reason="the server does not list search attributes")
+    except SearchAttributesMissing as missing:
+        # Every incident upserts them: without them each workflow task would fail, over and over.
+        log.error("search_attributes_missing", missing=missing.missing, error=str(missing))
+        raise SystemExit(f"worker not started: {missing}") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

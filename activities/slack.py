@@ -18,7 +18,7 @@ couple of times, and whatever still goes wrong ends up in ``NotificationReceipt.
 
 Every message stays far inside Slack's limits (40,000 characters of text, 50 blocks, 3,000 characters a section,
 150 a header, 2,000 a field or button value): each piece of text is cut to its own bound, lists are cut to a few
-entries, and a message has at most a dozen blocks.
+entries, and a message has at most fifteen blocks.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
-from models.incident import Hypothesis, Notification, NotificationReceipt, Phase, Severity
+from models.incident import Category, Hypothesis, Notification, NotificationReceipt, Phase, Severity
 
 if TYPE_CHECKING:
     from config.settings import Settings
@@ -56,6 +56,9 @@ EVIDENCE_LINE_CHARS = 300
 PLAN_ACTIONS = 10
 FALLBACK_TEXT_CHARS = 3_000
 BUTTON_VALUE_CHARS = 2_000  # Slack's limit; a longer value (an absurd workflow id) gets no buttons
+OPTION_VALUE_CHARS = 150  # Slack's limit for a select option's value
+# The "Diagnosis correct?" controls: buttons for either verdict, and a select naming the real cause (a wrong verdict).
+FEEDBACK_CORRECT, FEEDBACK_WRONG, FEEDBACK_CAUSE = "feedback_correct", "feedback_wrong", "feedback_cause"
 # Thread replies: each timeline line is cut to LINE chars, lines are joined into replies of at most MESSAGE chars,
 # and one notification posts at most MESSAGES replies (the rest is counted in the last one).
 THREAD_LINE_CHARS = 500
@@ -197,7 +200,7 @@ def fallback_text(notification: Notification) -> str:
 
 
 def build_blocks(notification: Notification) -> list[dict[str, Any]]:
-    """The incident's message for its current phase (at most a dozen blocks, every text within its bound)."""
+    """The incident's message for its current phase (at most fifteen blocks, every text within its bound)."""
     n = notification
     emoji = _SEVERITY_EMOJI[n.severity]
     blocks: list[dict[str, Any]] = [
@@ -217,6 +220,7 @@ def build_blocks(notification: Notification) -> list[dict[str, Any]]:
     blocks.extend(_plan_blocks(n))
     if n.outcome and (n.phase in (Phase.resolved, Phase.closed) or not n.plan):
         blocks.append({"type": "section", "text": _md(f"*Outcome*\n{mrkdwn(n.outcome, SECTION_CHARS - 20)}")})
+    blocks.extend(_feedback_blocks(n))
     blocks.append({"type": "context", "elements": [_md(f"Last update: {_code(n.event, 100)}")]})
     return blocks
 
@@ -299,6 +303,43 @@ def _plan_blocks(n: Notification) -> list[dict[str, Any]]:
             }
         )
     return blocks
+
+
+def _feedback_blocks(n: Notification) -> list[dict[str, Any]]:
+    """The verdict on the diagnosis once given; until then (while the closed incident takes it) the controls."""
+    if n.feedback is not None:
+        verdict = n.feedback
+        mark = ":white_check_mark:" if verdict.verdict == "correct" else ":x:"
+        cause = f"; it was {_code(verdict.cause.value)}" if verdict.cause is not None else ""
+        text = f"{mark} Diagnosis judged *{verdict.verdict}* by *{mrkdwn(verdict.by, 200)}*{cause}"
+        return [{"type": "context", "elements": [_md(text)]}]
+    value = json.dumps({"workflow_id": n.workflow_id})
+    if not n.feedback_open or len(value) > BUTTON_VALUE_CHARS:
+        return []
+    elements: list[dict[str, Any]] = [
+        {"type": "button", "action_id": FEEDBACK_CORRECT, "text": _plain("Yes", 75), "value": value},
+        {"type": "button", "action_id": FEEDBACK_WRONG, "text": _plain("No", 75), "value": value},
+    ]
+    diagnosed = n.diagnosis.category if n.diagnosis is not None else Category.unknown
+    options = [
+        {"text": _plain(category.value.replace("_", " "), 75), "value": option}
+        for category in Category
+        if category not in (diagnosed, Category.unknown)
+        and len(option := json.dumps({"workflow_id": n.workflow_id, "cause": category.value})) <= OPTION_VALUE_CHARS
+    ]
+    if options:
+        elements.append(
+            {
+                "type": "static_select",
+                "action_id": FEEDBACK_CAUSE,
+                "placeholder": _plain("No, it was…", 150),
+                "options": options,
+            }
+        )
+    return [
+        {"type": "section", "text": _md("*Diagnosis correct?* Your answer teaches the agent's memory and stats.")},
+        {"type": "actions", "block_id": "feedback", "elements": elements},
+    ]
 
 
 def _count(number: int, noun: str) -> str:

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     approval_timeout: Annotated[float, NoDecode] = 15 * 60
     verify_after: Annotated[float, NoDecode] = 5 * 60
     resolve_wait: Annotated[float, NoDecode] = 24 * 3600
+    # A closed incident stays open this long for a verdict on its diagnosis (0: it completes when it closes).
+    feedback_window: Annotated[float, NoDecode] = 24 * 3600
     approvers: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     policy_file: Path = PROJECT_ROOT / "policy.yaml"
@@ -63,6 +65,13 @@ class Settings(BaseSettings):
         if isinstance(value, str | int | float):
             return parse_duration(value)
         raise ValueError("expected a duration such as 90s, 5m or 1h")
+
+    @field_validator("feedback_window", mode="before")
+    @classmethod
+    def _duration_or_zero(cls, value: object) -> float:
+        if isinstance(value, str | int | float) and str(value).strip() in ("0", "0.0", "0s"):
+            return 0.0  # no window: an incident completes when it closes
+        return cls._duration(value)
 
     @field_validator("approvers", mode="before")
     @classmethod
@@ -92,6 +101,7 @@ class Settings(BaseSettings):
             approval_timeout_s=self.approval_timeout,
             verify_after_s=self.verify_after,
             resolve_wait_s=self.resolve_wait,
+            feedback_window_s=self.feedback_window,
             approvers=list(self.approvers),
             llm=self.llm_configured,
         )

@@ -3,30 +3,39 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from config.durations import parse_duration
 from config.settings import Settings
 from frontdoor.auth import bearer_ok, operator_allowed
-from frontdoor.gateway import DecisionRefused, IncidentGateway, IncidentNotFound, TemporalUnavailable
+from frontdoor.gateway import (
+    DecisionRefused,
+    FeedbackRefused,
+    IncidentGateway,
+    IncidentNotFound,
+    TemporalUnavailable,
+)
 from frontdoor.governor import GovernorGateway
 from frontdoor.slack import install as install_slack
 from models.alertmanager import AlertmanagerWebhook
-from models.incident import Decision
+from models.incident import Decision, Feedback
 from models.remediation import KillSwitchRequest
 from reports.markdown import render_report
 from triage.alerts import notification_from_webhook
 from triage.identity import WORKFLOW_ID_PREFIX
-from workflows.incident import UNKNOWN_APPROVER
+from workflows.incident import BAD_FEEDBACK, UNKNOWN_APPROVER
 
 log = structlog.get_logger("frontdoor")
 
 M = TypeVar("M", bound=BaseModel)
 MAX_BODY_BYTES = 1024 * 1024
+STATS_WINDOW = "7d"
+STATS_MAX_WINDOW_S = 366 * 86400
 GATEWAY: web.AppKey[IncidentGateway] = web.AppKey("gateway", IncidentGateway)
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 GOVERNOR: web.AppKey[GovernorGateway] = web.AppKey("governor", GovernorGateway)
@@ -45,6 +54,8 @@ def create_app(
     app.router.add_get("/incidents/{workflow_id}", get_incident)
     app.router.add_get("/incidents/{workflow_id}/report", get_report)
     app.router.add_post("/incidents/{workflow_id}/decision", post_decision)
+    app.router.add_post("/incidents/{workflow_id}/feedback", post_feedback)
+    app.router.add_get("/stats", get_stats)
     app.router.add_get("/governor", get_governor)
     app.router.add_post("/governor/killswitch", post_killswitch)
     install_slack(app, gateway, settings)  # POST /slack/interactions (frontdoor/slack.py)
@@ -177,6 +188,47 @@ async def post_decision(request: web.Request) -> web.Response:
         return _error(status, str(exc), kind=exc.kind)
     log.info("decision", workflow_id=workflow_id, approve=decision.approve, by=decision.by, phase=result.phase)
     return web.json_response(result.model_dump(mode="json"))
+
+
+async def post_feedback(request: web.Request) -> web.Response:
+    """A verdict on the incident's diagnosis: 404 once its feedback window is over, 409 when already judged."""
+    allowed, why = operator_allowed(request, request.app[SETTINGS].api_token)
+    if not allowed:
+        return _error(401, why)
+    workflow_id = _workflow_id(request)
+    if workflow_id is None:
+        return _error(404, f"not an incident id (expected {WORKFLOW_ID_PREFIX}...)")
+    feedback, problem = await _read_model(request, Feedback, "feedback")
+    if feedback is None:
+        return problem or _error(400, "empty body")
+    try:
+        record = await request.app[GATEWAY].feedback(workflow_id, feedback)
+    except IncidentNotFound:
+        return _error(404, f"no incident {workflow_id} open for feedback (its feedback window is over)")
+    except FeedbackRefused as exc:
+        status = {UNKNOWN_APPROVER: 403, BAD_FEEDBACK: 400}.get(exc.kind, 409)
+        return _error(status, str(exc), kind=exc.kind)
+    log.info("feedback", workflow_id=workflow_id, verdict=record.verdict, cause=record.cause, by=record.by)
+    return web.json_response(record.model_dump(mode="json"))
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    """Diagnosis accuracy, resolution shares, MTTA and MTTR over the incidents opened in ``?window=`` (7d), of
+    ``?namespace=`` and ``?service=`` when given."""
+    raw = request.query.get("window", STATS_WINDOW)
+    try:
+        seconds = parse_duration(raw)
+    except ValueError as exc:
+        return _error(400, f"window: {exc}")
+    if seconds > STATS_MAX_WINDOW_S:
+        return _error(400, f"window: at most 366d, not {raw!r}")
+    stats = await request.app[GATEWAY].stats(
+        timedelta(seconds=seconds),
+        datetime.now(UTC),
+        namespace=request.query.get("namespace") or None,
+        service=request.query.get("service") or None,
+    )
+    return web.json_response(stats.model_dump(mode="json"))
 
 
 async def get_governor(request: web.Request) -> web.Response:

@@ -6,10 +6,11 @@ Temporal's errors are translated here into a few exceptions the HTTP layer maps 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from temporalio.client import Client, WorkflowUpdateFailedError
@@ -17,27 +18,41 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.memory import summary_of
 from config.settings import Settings
 from models.incident import (
     AlertNotification,
     Decision,
     DecisionResult,
+    Feedback,
+    FeedbackRecord,
     IncidentInput,
     IncidentSettings,
     IncidentState,
 )
+from models.stats import IncidentStats, IncidentSummary
+from reports.stats import incident_stats
 from triage.identity import incident_workflow_id
 from triage.labels import highest_severity, namespace_of, workload_of
 from triage.planning import lead_alert
 from triage.summary import one_line_summary
 from workflows.incident import (
     ALREADY_DECIDED,
+    BAD_FEEDBACK,
+    FEEDBACK_RECORDED,
+    NO_DIAGNOSIS,
     NO_PENDING_PLAN,
     STALE_PLAN,
     UNKNOWN_APPROVER,
     IncidentWorkflow,
 )
-from workflows.search_attributes import initial_search_attributes
+from workflows.search_attributes import (
+    INCIDENT_NAMESPACE,
+    INCIDENT_PHASE,
+    INCIDENT_SERVICE,
+    initial_search_attributes,
+    quoted,
+)
 
 # Alertmanager gives a webhook 10 s by default; answer well within it so a retry is its own decision.
 RPC_TIMEOUT = timedelta(seconds=5)
@@ -61,6 +76,16 @@ class DecisionRefused(Exception):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class FeedbackRefused(DecisionRefused):
+    """The workflow's validator refused a verdict on the diagnosis (kind: one of its error types)."""
+
+
+_DECISION_REFUSALS = (NO_PENDING_PLAN, STALE_PLAN, UNKNOWN_APPROVER, ALREADY_DECIDED)
+_FEEDBACK_REFUSALS = (NO_DIAGNOSIS, FEEDBACK_RECORDED, BAD_FEEDBACK, UNKNOWN_APPROVER)
+# Stats read every closed incident of the window: a bound keeps one request from reading a whole cluster.
+STATS_LIMIT = 5_000
 
 
 @dataclass(frozen=True)
@@ -152,7 +177,8 @@ class IncidentGateway:
     async def list_incidents(self, *, open_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
         query = 'WorkflowType = "IncidentWorkflow"'
         if open_only:
-            query += ' AND ExecutionStatus = "Running"'
+            # A closed incident may still run for a while, waiting for feedback on its diagnosis: not open.
+            query += f' AND ExecutionStatus = "Running" AND {INCIDENT_PHASE.name} != "closed"'
         incidents: list[dict[str, Any]] = []
         async with _temporal_errors():
             async for execution in self._client.list_workflows(query, limit=limit, rpc_timeout=RPC_TIMEOUT):
@@ -176,26 +202,65 @@ class IncidentGateway:
         return incidents
 
     async def decide(self, workflow_id: str, decision: Decision) -> DecisionResult:
+        try:
+            return await self._update(workflow_id, "decide", decision, DecisionResult)
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type in _DECISION_REFUSALS:
+                raise DecisionRefused(cause.type, cause.message) from err
+            raise
+
+    async def feedback(self, workflow_id: str, feedback: Feedback) -> FeedbackRecord:
+        """Record a verdict on the diagnosis; IncidentNotFound once the incident's feedback window is over."""
+        try:
+            return await self._update(workflow_id, "feedback", feedback, FeedbackRecord)
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type in _FEEDBACK_REFUSALS:
+                raise FeedbackRefused(cause.type, cause.message) from err
+            raise
+
+    async def _update(self, workflow_id: str, name: str, argument: object, result_type: type[Any]) -> Any:
         handle = self._client.get_workflow_handle(workflow_id)
         try:
             async with _temporal_errors():
                 return await handle.execute_update(
-                    "decide", decision, result_type=DecisionResult, rpc_timeout=timedelta(seconds=30)
+                    name, argument, result_type=result_type, rpc_timeout=timedelta(seconds=30)
                 )
-        except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            if isinstance(cause, ApplicationError) and cause.type in (
-                NO_PENDING_PLAN,
-                STALE_PLAN,
-                UNKNOWN_APPROVER,
-                ALREADY_DECIDED,
-            ):
-                raise DecisionRefused(cause.type, cause.message) from err
-            raise
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 raise IncidentNotFound(workflow_id) from err
             raise
+
+    async def stats(
+        self, window: timedelta, now: datetime, *, namespace: str | None = None, service: str | None = None
+    ) -> IncidentStats:
+        """Figures over the incidents opened in the last ``window`` (of one namespace or service when given), from
+        visibility and the closed runs' memos."""
+        start = now - window
+        # A closed run started no earlier than its incident opened, so this finds every incident opened in the
+        # window (and some opened a little before, left out by the figures).
+        where = f"WorkflowType = 'IncidentWorkflow' AND StartTime >= {quoted(start.isoformat())}"
+        if namespace:
+            where += f" AND {INCIDENT_NAMESPACE.name} = {quoted(namespace)}"
+        if service:
+            where += f" AND {INCIDENT_SERVICE.name} = {quoted(service)}"
+        closed_query = f"{where} AND {INCIDENT_PHASE.name} = 'closed'"
+        open_query = f"{where} AND ExecutionStatus = 'Running' AND {INCIDENT_PHASE.name} != 'closed'"
+        async with _temporal_errors():
+            executions = [
+                e async for e in self._client.list_workflows(closed_query, limit=STATS_LIMIT, rpc_timeout=RPC_TIMEOUT)
+            ]
+            still_open = await self._client.count_workflows(open_query, rpc_timeout=RPC_TIMEOUT)
+        summaries: list[IncidentSummary | None] = list(await asyncio.gather(*(summary_of(e) for e in executions)))
+        readable = [summary for summary in summaries if summary is not None]
+        return incident_stats(
+            readable,
+            window_start=start,
+            window_end=now,
+            open_incidents=still_open.count,
+            unreadable=len(summaries) - len(readable),
+        )
 
     async def ready(self) -> bool:
         try:

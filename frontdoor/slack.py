@@ -1,4 +1,5 @@
-"""Slack interactivity: Approve/Reject button clicks become the incident's ``decide`` update.
+"""Slack interactivity: Approve/Reject clicks become the incident's ``decide`` update, "Diagnosis correct?"
+answers its ``feedback`` update.
 
 Two ways in, one code path:
 
@@ -11,9 +12,11 @@ Either way the click's payload goes to :meth:`SlackInteractions.accept`, which d
 task (an update waits for the workflow's worker, which may take longer than the 3 s Slack allows for the ack) and
 tells the clicking user the outcome through the interaction's ``response_url`` as an ephemeral message.
 
-The buttons: ``action_id`` ``approve`` or ``reject``, ``value`` the JSON ``{"workflow_id": ..., "plan_id": ...}``.
-The decider (``Decision.by``) is the Slack user id, so ``APPROVERS`` lists Slack user ids (``U012ABCDEF``); the
-workflow's validator enforces it.
+The buttons: ``action_id`` ``approve`` or ``reject``, ``value`` the JSON ``{"workflow_id": ..., "plan_id": ...}``;
+``feedback_correct`` or ``feedback_wrong`` with ``{"workflow_id": ...}``; the select ``feedback_cause``, whose
+chosen option's value is ``{"workflow_id": ..., "cause": <category>}`` (a wrong verdict naming the real cause).
+The clicking user (``Decision.by``, ``Feedback.by``) is the Slack user id, so ``APPROVERS`` lists Slack user ids
+(``U012ABCDEF``); the workflow's validators enforce it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import re
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs
 
 import aiohttp
@@ -39,9 +42,10 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
+from activities.slack import FEEDBACK_CAUSE, FEEDBACK_CORRECT, FEEDBACK_WRONG
 from config.settings import Settings
-from frontdoor.gateway import DecisionRefused, IncidentGateway, IncidentNotFound, TemporalUnavailable
-from models.incident import Decision, DecisionResult
+from frontdoor.gateway import DecisionRefused, FeedbackRefused, IncidentGateway, IncidentNotFound, TemporalUnavailable
+from models.incident import Category, Decision, DecisionResult, Feedback, FeedbackRecord
 from triage.identity import WORKFLOW_ID_PREFIX
 from workflows.incident import ALREADY_DECIDED, NO_PENDING_PLAN, STALE_PLAN, UNKNOWN_APPROVER
 
@@ -70,8 +74,30 @@ class ButtonClick:
         return Decision(approve=self.approve, by=self.user_id, reason=REASON, plan_id=self.plan_id)
 
 
-def parse_click(payload: object) -> ButtonClick | str:
-    """The click in a ``block_actions`` payload, or why the payload is not one of the agent's buttons."""
+@dataclass(frozen=True)
+class FeedbackClick:
+    """A "Diagnosis correct?" answer: Yes, No, or No naming the real cause."""
+
+    verdict: Literal["correct", "wrong"]
+    cause: Category | None
+    workflow_id: str
+    user_id: str
+    user_name: str
+    response_url: str | None
+
+    def feedback(self) -> Feedback:
+        return Feedback(verdict=self.verdict, by=self.user_id, cause=self.cause, note=REASON)
+
+
+FEEDBACK_VERDICTS: dict[str, Literal["correct", "wrong"]] = {
+    FEEDBACK_CORRECT: "correct",
+    FEEDBACK_WRONG: "wrong",
+    FEEDBACK_CAUSE: "wrong",
+}
+
+
+def parse_click(payload: object) -> ButtonClick | FeedbackClick | str:
+    """The click in a ``block_actions`` payload, or why the payload is not one of the agent's controls."""
     if not isinstance(payload, dict):
         return "payload is not a JSON object"
     if payload.get("type") != "block_actions":
@@ -81,31 +107,37 @@ def parse_click(payload: object) -> ButtonClick | str:
         return "no actions in the payload"
     action = actions[0]
     action_id = action.get("action_id")
-    if action_id not in ACTIONS:
+    if action_id not in ACTIONS and action_id not in FEEDBACK_VERDICTS:
         return f"unknown action_id {action_id!r}"
+    selected = action.get("selected_option") if action_id == FEEDBACK_CAUSE else None
+    raw_value = selected.get("value") if isinstance(selected, dict) else action.get("value")
     try:
-        value = json.loads(action.get("value") or "")
+        value = json.loads(raw_value or "")
     except (TypeError, json.JSONDecodeError):
-        return "the button's value is not JSON"
+        return "the control's value is not JSON"
     if not isinstance(value, dict) or not isinstance(value.get("workflow_id"), str) or not value["workflow_id"]:
-        return "the button's value names no workflow_id"
-    plan_id = value.get("plan_id")
-    if plan_id is not None and not isinstance(plan_id, str):
-        return "the button's plan_id is not a string"
+        return "the control's value names no workflow_id"
     user = payload.get("user")
     user_id = user.get("id") if isinstance(user, dict) else None
     if not isinstance(user_id, str) or not user_id.strip():
         return "the payload names no user.id"
     assert isinstance(user, dict)
     response_url = payload.get("response_url")
-    return ButtonClick(
-        approve=ACTIONS[action_id],
-        workflow_id=value["workflow_id"],
-        plan_id=plan_id or None,
-        user_id=user_id.strip(),
-        user_name=str(user.get("username") or user.get("name") or ""),
-        response_url=response_url if isinstance(response_url, str) and response_url.startswith("http") else None,
-    )
+    who = {
+        "workflow_id": value["workflow_id"],
+        "user_id": user_id.strip(),
+        "user_name": str(user.get("username") or user.get("name") or ""),
+        "response_url": response_url if isinstance(response_url, str) and response_url.startswith("http") else None,
+    }
+    if action_id in FEEDBACK_VERDICTS:
+        cause = value.get("cause")
+        if action_id == FEEDBACK_CAUSE and cause not in {c.value for c in Category}:
+            return f"the selected cause {cause!r} is not a taxonomy category"
+        return FeedbackClick(verdict=FEEDBACK_VERDICTS[action_id], cause=Category(cause) if cause else None, **who)
+    plan_id = value.get("plan_id")
+    if plan_id is not None and not isinstance(plan_id, str):
+        return "the button's plan_id is not a string"
+    return ButtonClick(approve=ACTIONS[action_id], plan_id=plan_id or None, **who)
 
 
 def _mention(who: str) -> str:
@@ -145,12 +177,11 @@ class SlackInteractions:
             "slack_click",
             via=via,
             workflow_id=click.workflow_id,
-            plan_id=click.plan_id,
-            approve=click.approve,
+            what=repr(click.feedback() if isinstance(click, FeedbackClick) else click.decision()),
             user_id=click.user_id,
             user_name=click.user_name,
         )
-        task = asyncio.create_task(self.handle(click), name=f"slack-decide-{click.workflow_id}")
+        task = asyncio.create_task(self.handle(click), name=f"slack-click-{click.workflow_id}")
         self._tasks.add(task)
         task.add_done_callback(self._finished)
         return task
@@ -160,9 +191,9 @@ class SlackInteractions:
         if not task.cancelled() and task.exception() is not None:
             log.error("slack_click_failed", error=repr(task.exception()), task=task.get_name())
 
-    async def handle(self, click: ButtonClick) -> str:
-        """Deliver the click's decision and post the outcome to its ``response_url``; the text posted."""
-        text = await self._decide(click)
+    async def handle(self, click: ButtonClick | FeedbackClick) -> str:
+        """Deliver the click's decision or verdict and post the outcome to its ``response_url``; the text posted."""
+        text = await (self._judge(click) if isinstance(click, FeedbackClick) else self._decide(click))
         if click.response_url is not None:
             await self._respond(click.response_url, text)
         else:
@@ -187,6 +218,28 @@ class SlackInteractions:
             return f"Your decision could not be recorded ({type(exc).__name__}); nothing was changed."
         log.info("slack_decision", workflow_id=click.workflow_id, approve=click.approve, by=click.user_id)
         return _accepted(click, result)
+
+    async def _judge(self, click: FeedbackClick) -> str:
+        incident = click.workflow_id
+        if not incident.startswith(WORKFLOW_ID_PREFIX):
+            return f"No such incident: {incident}. Nothing was recorded."
+        try:
+            record = await self._gateway.feedback(incident, click.feedback())
+        except IncidentNotFound:
+            return f"The feedback window of {incident} is over (or there is no such incident); nothing was recorded."
+        except FeedbackRefused as refused:
+            log.info("slack_feedback_refused", workflow_id=incident, kind=refused.kind, user=click.user_id)
+            if refused.kind == UNKNOWN_APPROVER:
+                return f"You are not an allowed approver for {incident} (APPROVERS); nothing was recorded."
+            return f"Your answer was not recorded: {refused}."
+        except TemporalUnavailable:
+            log.warning("slack_feedback_temporal_unavailable", workflow_id=incident)
+            return "The incident agent cannot reach Temporal right now; nothing was recorded. Try again shortly."
+        except Exception as exc:
+            log.exception("slack_feedback_error", workflow_id=incident)
+            return f"Your answer could not be recorded ({type(exc).__name__})."
+        log.info("slack_feedback", workflow_id=incident, verdict=record.verdict, cause=record.cause, by=record.by)
+        return _recorded(record, incident)
 
     async def _refusal(self, click: ButtonClick, refused: DecisionRefused) -> str:
         incident = click.workflow_id
@@ -307,6 +360,11 @@ def install(app: web.Application, gateway: IncidentGateway, settings: Settings) 
     app.on_cleanup.append(_close)
     app.router.add_post(PATH, slack_interactions)
     return interactions
+
+
+def _recorded(record: FeedbackRecord, incident: str) -> str:
+    cause = f"; the cause was {record.cause.value}" if record.cause is not None else ""
+    return f"Thank you: the diagnosis of {incident} ({record.diagnosed.value}) is recorded {record.verdict}{cause}."
 
 
 def _accepted(click: ButtonClick, result: DecisionResult) -> str:

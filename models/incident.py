@@ -128,13 +128,17 @@ class PastIncident(BaseModel):
     confidence: float = 0.0
     root_cause: Workload = Field(default_factory=Workload)
     outcome: str = ""
-    # A person approved the plan for this cause and the alert's own expression then showed recovery.
+    # A person approved the plan for this cause and the alert's own expression then showed recovery, or a person
+    # said after the incident that this was the cause (the category is then theirs, not the agent's).
     confirmed: bool = False
+    judged_by: str | None = None  # who gave feedback on the diagnosis, when someone did
 
     @property
     def line(self) -> str:
         seen = f"{self.closed_at:%Y-%m-%d %H:%M}Z" if self.closed_at else "earlier"
         verdict = "confirmed" if self.confirmed else "not confirmed"
+        if self.judged_by:
+            verdict += f" by {self.judged_by}"
         where = f"{self.root_cause.namespace}/{self.root_cause.workload}".strip("/")
         return f"{seen}: {self.category.value} ({verdict}) at {where}, {self.outcome or 'closed'} [{self.workflow_id}]"
 
@@ -189,6 +193,24 @@ class DecisionResult(BaseModel):
     by: str
 
 
+FeedbackVerdict = Literal["correct", "wrong"]
+
+
+class Feedback(BaseModel):
+    """A person's verdict on the diagnosis (the ``feedback`` update's argument)."""
+
+    verdict: FeedbackVerdict
+    by: str = Field(min_length=1)
+    # For "wrong": what the root cause actually was, when the person knows (a taxonomy category).
+    cause: Category | None = None
+    note: str = Field(default="", max_length=2_000)
+
+
+class FeedbackRecord(Feedback):
+    at: datetime
+    diagnosed: Category  # what the agent had said, kept beside the verdict on it
+
+
 ActionMode = Literal["dry_run", "applied", "already_applied", "undone", "refused", "failed", "skipped"]
 
 
@@ -227,6 +249,8 @@ class IncidentSettings(BaseModel):
     llm: bool = False
     # Continue-as-new past this many history events (Temporal also suggests it on its own).
     max_history_events: int = 10_000
+    # How long a closed incident stays open for feedback on its diagnosis (FEEDBACK_WINDOW; 0: it ends at close).
+    feedback_window_s: float = 0.0
 
 
 class IncidentState(BaseModel):
@@ -280,6 +304,8 @@ class IncidentState(BaseModel):
     notified_phase: Phase | None = None
     paged: bool = False  # PagerDuty has an open incident for this one (dedup_key = the workflow id)
     report: str | None = None  # the post-incident report, Markdown, written when the incident closes
+    feedback: FeedbackRecord | None = None  # a person's verdict on the diagnosis ("Diagnosis correct?")
+    feedback_until: datetime | None = None  # the closed incident takes feedback until then
 
     @property
     def firing_alerts(self) -> list[Alert]:
@@ -367,6 +393,8 @@ class Notification(BaseModel):
     decided_by: str | None = None  # who approved or rejected the plan, once someone did
     approved: bool | None = None  # what they decided
     outcome: str | None = None
+    feedback: FeedbackRecord | None = None  # the verdict on the diagnosis, once someone gave it
+    feedback_open: bool = False  # the closed incident asks "Diagnosis correct?" (Slack shows the controls)
     # The incident's Slack message once posted (from an earlier receipt): updated in place (chat.update).
     slack_channel: str | None = None
     slack_ts: str | None = None

@@ -38,6 +38,9 @@ def test_representative_paths_are_kept() -> None:
         "remediation_next_plan",
         # Slack at every phase, PagerDuty, the report and its LLM summary (patches humans-v1, llm-report-summary-v1).
         "llm_report_summary",
+        # Open for a verdict on the diagnosis after the close: given, or the window ends (patch feedback-v1).
+        "feedback_recorded",
+        "feedback_window_closed",
     } <= names
 
 

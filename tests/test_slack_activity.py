@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from models.incident import (
     ActionType,
     Category,
     Diagnosis,
+    FeedbackRecord,
     Hypothesis,
     Notification,
     Phase,
@@ -460,3 +462,58 @@ async def test_the_stand_in_speaks_slack_to_slack_sdk() -> None:
         updated = await client.chat_update(channel=posted["channel"], ts=posted["ts"], text="hello again")
         assert updated["text"] == "hello again"
         assert slack.message(CHANNEL_ID, posted["ts"]).text == "hello again"
+
+
+def _feedback_controls(message: StoredMessage) -> dict[str, dict[str, Any]]:
+    return {
+        element["action_id"]: element
+        for block in _blocks_of(message, "actions")
+        if block.get("block_id") == "feedback"
+        for element in block["elements"]
+    }
+
+
+async def test_a_closed_incident_open_for_feedback_asks_whether_the_diagnosis_was_correct() -> None:
+    async with SlackStandIn() as slack:
+        closing = _notification(event="closed", phase=Phase.closed, outcome="resolved", feedback_open=True)
+        receipt = await _notifier(slack).notify(closing)
+
+        assert receipt.problems == []  # the stand-in checks every block against Slack's limits
+        [message] = slack.channel_messages(CHANNEL_ID)
+        controls = _feedback_controls(message)
+        assert set(controls) == {"feedback_correct", "feedback_wrong", "feedback_cause"}
+        assert json.loads(controls["feedback_correct"]["value"]) == {"workflow_id": WORKFLOW_ID}
+        causes = [json.loads(option["value"]) for option in controls["feedback_cause"]["options"]]
+        assert {c["workflow_id"] for c in causes} == {WORKFLOW_ID}
+        named = {c["cause"] for c in causes}
+        # Every other cause can be named; not the one diagnosed (that is "Yes"), nor "unknown".
+        assert named == {c.value for c in Category} - {"bad_deploy", "unknown"}
+        assert "Diagnosis correct?" in message.all_text()
+
+
+@pytest.mark.parametrize(
+    ("verdict", "cause", "shown"),
+    [("correct", None, "judged *correct* by *U0ALICE*"), ("wrong", Category.oom_kill, "`oom_kill`")],
+)
+async def test_a_given_verdict_replaces_the_controls(verdict: str, cause: Category | None, shown: str) -> None:
+    record = FeedbackRecord(
+        verdict=verdict,  # type: ignore[arg-type]
+        by="U0ALICE",
+        cause=cause,
+        at=datetime(2026, 1, 1, tzinfo=UTC),
+        diagnosed=Category.bad_deploy,
+    )
+    async with SlackStandIn() as slack:
+        notification = _notification(event="feedback", phase=Phase.closed, feedback=record, feedback_open=False)
+        await _notifier(slack).notify(notification)
+        [message] = slack.channel_messages(CHANNEL_ID)
+        assert _feedback_controls(message) == {} and shown in message.all_text()
+
+
+async def test_no_feedback_controls_before_the_close_or_after_the_window() -> None:
+    async with SlackStandIn() as slack:
+        notifier = _notifier(slack)
+        await notifier.notify(_notification(event="closed", phase=Phase.closed, feedback_open=False))
+        await notifier.notify(_notification(event="diagnosed", phase=Phase.diagnosing, plan=None))
+        for message in slack.channel_messages(CHANNEL_ID):
+            assert _feedback_controls(message) == {} and "Diagnosis correct?" not in message.all_text()

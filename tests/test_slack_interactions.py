@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
+import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -34,8 +35,8 @@ from temporalio.testing import WorkflowEnvironment
 from config.settings import Settings
 from frontdoor.app import create_app
 from frontdoor.gateway import IncidentGateway
-from frontdoor.slack import SLACK_INTERACTIONS, SlackInteractions, SocketMode
-from models.incident import Decision, DecisionResult, IncidentSettings
+from frontdoor.slack import SLACK_INTERACTIONS, FeedbackClick, SlackInteractions, SocketMode, parse_click
+from models.incident import Decision, DecisionResult, Feedback, IncidentSettings
 from tests.conftest import load_payload
 from tests.fixtures.http_stand_in import one_route_server
 from tests.harness import FakePrometheus, RecordingNotifier, incident_worker
@@ -540,3 +541,97 @@ async def test_starter_serve_runs_socket_mode_when_an_app_token_is_set(slack: Sl
     assert stand_in.tokens == ["Bearer xapp-1-A0APP-0000-serve"]
     assert b"slack_socket_mode_starting" in output and b"frontdoor_stopping" in output
     await settled(client, workflow_id)
+
+
+# ---- "Diagnosis correct?" -----------------------------------------------------------------------------------------
+
+
+def feedback_payload(slack: Slack, workflow_id: str, action: str, *, cause: str | None = None, user: str = ALLOWED):
+    """A click on the closed incident's feedback controls: a Yes/No button, or the select naming the real cause."""
+    payload = slack.payload(workflow_id, None, action=action, user=user)
+    control = payload["actions"][0]
+    control["block_id"] = "feedback"
+    if cause is None:
+        control["value"] = json.dumps({"workflow_id": workflow_id})
+    else:
+        del control["value"], control["text"]
+        control["type"] = "static_select"
+        control["selected_option"] = {
+            "text": {"type": "plain_text", "text": cause.replace("_", " ")},
+            "value": json.dumps({"workflow_id": workflow_id, "cause": cause}),
+        }
+    return payload
+
+
+async def test_a_signed_verdict_naming_the_cause_is_recorded_and_a_second_one_is_refused(slack: Slack) -> None:
+    client = await slack.front()
+    workflow_id, _ = await slack.open_incident(client)
+    body = form(feedback_payload(slack, workflow_id, "feedback_cause", cause="oom_kill"))
+
+    status, _, elapsed = await click(client, body, signed(body))
+    assert status == 200 and elapsed < 3
+    assert await slack.responses.next_text() == (
+        f"Thank you: the diagnosis of {workflow_id} (bad_deploy) is recorded wrong; the cause was oom_kill."
+    )
+    recorded = (await state(client, workflow_id))["feedback"]
+    assert (recorded["verdict"], recorded["cause"], recorded["by"], recorded["note"]) == (
+        "wrong",
+        "oom_kill",
+        ALLOWED,
+        "via Slack",
+    )
+
+    again = form(feedback_payload(slack, workflow_id, "feedback_correct"))
+    assert (await click(client, again, signed(again)))[0] == 200
+    assert await slack.responses.next_text() == (
+        f"Your answer was not recorded: the diagnosis was already judged wrong by {ALLOWED}."
+    )
+    assert (await state(client, workflow_id))["feedback"]["verdict"] == "wrong"
+
+
+async def test_a_verdict_from_someone_not_in_approvers_changes_nothing(slack: Slack) -> None:
+    client = await slack.front()
+    workflow_id, _ = await slack.open_incident(client)
+    body = form(feedback_payload(slack, workflow_id, "feedback_wrong", user="U0STRANGER"))
+    assert (await click(client, body, signed(body)))[0] == 200
+    assert await slack.responses.next_text() == (
+        f"You are not an allowed approver for {workflow_id} (APPROVERS); nothing was recorded."
+    )
+    assert (await state(client, workflow_id))["feedback"] is None
+
+
+async def test_a_verdict_on_a_finished_incident_is_told_the_window_is_over(slack: Slack) -> None:
+    client = await slack.front()
+    workflow_id = incident_workflow_id(f"gone-{uuid.uuid4()}")
+    body = form(feedback_payload(slack, workflow_id, "feedback_correct"))
+    assert (await click(client, body, signed(body)))[0] == 200
+    text = await slack.responses.next_text()
+    assert text.startswith(f"The feedback window of {workflow_id} is over") and "nothing was recorded" in text
+
+
+@pytest.mark.parametrize(
+    ("mutate", "why"),
+    [
+        (
+            lambda c: c["selected_option"].update(value=json.dumps({"workflow_id": "incident-1", "cause": "gremlins"})),
+            "not a taxonomy category",
+        ),
+        (lambda c: c.pop("selected_option"), "not JSON"),
+        (lambda c: c["selected_option"].update(value=json.dumps({"cause": "oom_kill"})), "no workflow_id"),
+    ],
+)
+def test_a_malformed_cause_selection_is_not_a_verdict(mutate: Callable[[dict], Any], why: str) -> None:
+    harness = Slack(None, "q", ResponseUrl())  # type: ignore[arg-type]
+    payload = feedback_payload(harness, "incident-1", "feedback_cause", cause="oom_kill")
+    mutate(payload["actions"][0])
+    problem = parse_click(payload)
+    assert isinstance(problem, str) and why in problem
+
+
+def test_yes_and_no_buttons_parse_to_verdicts_by_the_clicking_user() -> None:
+    harness = Slack(None, "q", ResponseUrl())  # type: ignore[arg-type]
+    yes = parse_click(feedback_payload(harness, "incident-1", "feedback_correct"))
+    no = parse_click(feedback_payload(harness, "incident-1", "feedback_wrong", user="U0BOB"))
+    assert isinstance(yes, FeedbackClick) and isinstance(no, FeedbackClick)
+    assert yes.feedback() == Feedback(verdict="correct", by=ALLOWED, note="via Slack")
+    assert no.feedback() == Feedback(verdict="wrong", by="U0BOB", note="via Slack")

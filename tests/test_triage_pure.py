@@ -1057,6 +1057,7 @@ _SETTINGS_ENV = (
     "APPROVAL_TIMEOUT",
     "VERIFY_AFTER",
     "RESOLVE_WAIT",
+    "FEEDBACK_WINDOW",
     "APPROVERS",
     "PROMETHEUS_URL",
     "DRY_RUN",
@@ -1076,6 +1077,7 @@ def test_settings_defaults(clean_env: pytest.MonkeyPatch) -> None:
     assert settings.approval_timeout == 900.0
     assert settings.verify_after == 300.0
     assert settings.resolve_wait == 86400.0
+    assert settings.feedback_window == 86400.0
     assert settings.approvers == []
     assert settings.dry_run is None  # unset: the policy file decides (dry run in the shipped policy.yaml)
     assert settings.runbooks_dir == SHIPPED_RUNBOOKS
@@ -1098,6 +1100,13 @@ def test_settings_reads_durations_and_approvers(clean_env: pytest.MonkeyPatch) -
         5400.0,
     )
     assert incident.approvers == ["alice", "bob"]
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("0", 0.0), ("0s", 0.0), ("2h", 7200.0), ("90", 90.0)])
+def test_settings_feedback_window_may_be_zero(clean_env: pytest.MonkeyPatch, value: str, seconds: float) -> None:
+    # Zero is a choice here (no window: an incident completes when it closes), unlike the other durations.
+    clean_env.setenv("FEEDBACK_WINDOW", value)
+    assert Settings(_env_file=None).incident_settings().feedback_window_s == seconds
 
 
 def test_settings_approvers_drop_blanks(clean_env: pytest.MonkeyPatch) -> None:
@@ -1129,6 +1138,8 @@ def test_settings_blank_llm_variables_leave_the_llm_off(clean_env: pytest.Monkey
         ("APPROVAL_TIMEOUT", "5x", "approval_timeout"),
         ("VERIFY_AFTER", "0", "verify_after"),
         ("RESOLVE_WAIT", "-1", "resolve_wait"),
+        ("FEEDBACK_WINDOW", "-1", "feedback_window"),
+        ("FEEDBACK_WINDOW", "soon", "feedback_window"),
     ],
 )
 def test_settings_bad_duration_names_the_field(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -16,6 +19,14 @@ from models.incident import Phase
 from tests.harness import notification, wait_for
 from triage.runbooks import RunbookError
 from worker import build_worker
+from workflows.search_attributes import (
+    ALL_KEYS,
+    SearchAttributesMissing,
+    check_search_attributes,
+    register_search_attributes,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -71,3 +82,36 @@ async def test_a_broken_runbook_stops_the_worker_naming_file_and_key(
         with pytest.raises(RunbookError) as info:
             build_worker(own_time_skipping_env.client, settings, session)
     assert "broken.yaml" in str(info.value) and "hypotheses.0.category" in str(info.value)
+
+
+async def test_a_namespace_without_the_search_attributes_stops_the_worker_naming_them() -> None:
+    bare = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"), dev_server_log_level="error"
+    )
+    try:
+        with pytest.raises(SearchAttributesMissing) as info:
+            await check_search_attributes(bare.client, bare.client.namespace)
+        assert set(info.value.missing) == {key.name for key in ALL_KEYS}
+        assert "--name DiagnosisFeedback --type Keyword" in str(info.value)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "worker.py",
+            cwd=ROOT,
+            env={**os.environ, "TEMPORAL_ADDRESS": bare.client.service_client.config.target_host, "LOG_FORMAT": "json"},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 1
+        assert "worker not started" in err.decode() and "IncidentPhase" in err.decode()
+
+        await register_search_attributes(bare.client, bare.client.namespace)
+        assert await check_search_attributes(bare.client, bare.client.namespace) is True
+    finally:
+        await bare.shutdown()
+
+
+async def test_a_server_that_cannot_list_search_attributes_is_not_a_reason_to_stop(
+    own_time_skipping_env: WorkflowEnvironment,
+) -> None:
+    assert await check_search_attributes(own_time_skipping_env.client, own_time_skipping_env.client.namespace) is False

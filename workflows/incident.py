@@ -49,6 +49,8 @@ with workflow.unsafe.imports_passed_through():
         DiagnoseResult,
         EvidenceGap,
         EvidenceItem,
+        Feedback,
+        FeedbackRecord,
         IncidentInput,
         IncidentSettings,
         IncidentState,
@@ -65,7 +67,9 @@ with workflow.unsafe.imports_passed_through():
         VerificationRecord,
     )
     from models.remediation import ExecuteRequest, ReportOutcome, Reservation, UndoRequest
+    from models.stats import SUMMARY_MEMO_KEY
     from reports.markdown import render_report
+    from reports.stats import incident_summary
     from triage.alerts import fires_again, merge_notification
     from triage.labels import highest_severity
     from triage.planning import evidence_request
@@ -82,13 +86,17 @@ with workflow.unsafe.imports_passed_through():
     from workflows.remediation_step import report as report_action
     from workflows.remediation_step import reserve as reserve_action
     from workflows.remediation_step import undo as undo_action
-    from workflows.search_attributes import search_attribute_updates
+    from workflows.search_attributes import DIAGNOSIS_FEEDBACK, search_attribute_updates
 
 # Error types a decide update can be rejected with; the front door maps them to HTTP statuses.
 NO_PENDING_PLAN = "NoPendingPlan"
 STALE_PLAN = "StalePlan"
 UNKNOWN_APPROVER = "UnknownApprover"
 ALREADY_DECIDED = "AlreadyDecided"
+# Error types a feedback update can be rejected with (besides UNKNOWN_APPROVER).
+NO_DIAGNOSIS = "NoDiagnosis"
+FEEDBACK_RECORDED = "FeedbackRecorded"
+BAD_FEEDBACK = "BadFeedback"
 
 # Incidents started before the investigating phase asked every evidence source replay without it.
 EVIDENCE_SOURCES_PATCH = "evidence-sources-v1"
@@ -96,6 +104,8 @@ EVIDENCE_SOURCES_PATCH = "evidence-sources-v1"
 WATCH_NOISE_PATCH = "watch-noise-v1"
 # Slack updated at every phase (with receipts), PagerDuty on escalation, the report at close.
 HUMANS_PATCH = "humans-v1"
+# A closed incident keeps its summary in its memo and stays open for a verdict on its diagnosis (FEEDBACK_WINDOW).
+FEEDBACK_PATCH = "feedback-v1"
 
 TIMELINE_LIMIT = 500
 TIMELINE_KEEP_HEAD = 50
@@ -159,6 +169,9 @@ class IncidentWorkflow:
             if self._state.phase != self._state.notified_phase and workflow.patched(HUMANS_PATCH):
                 await self._notify("phase", f"{self._state.phase.value}")
             await handlers[self._state.phase]()
+        feedback = workflow.patched(FEEDBACK_PATCH)
+        if feedback:
+            self._open_feedback_window()
         if workflow.patched(HUMANS_PATCH):
             self._state.report = render_report(self._state)
             if self._settings.llm and workflow.patched(LLM_SUMMARY_PATCH):
@@ -168,11 +181,41 @@ class IncidentWorkflow:
                 else:
                     self._record("llm", f"no report summary: {summary.fallback_reason}")
             await self._notify("closed", f"Incident closed: {self._state.outcome}.", report=True)
+        if feedback:
+            await self._await_feedback()
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self._fired_after_resolution:
             self._record("reopening", "alerts fired again as the incident closed; continuing as a new run")
             workflow.continue_as_new(IncidentInput(settings=self._settings, notifications=self._fired_after_resolution))
         return self._state
+
+    def _open_feedback_window(self) -> None:
+        """At close: the summary goes into the memo, and a diagnosis nobody judged yet waits for a verdict."""
+        state = self._state
+        window = self._settings.feedback_window_s
+        if window > 0 and state.plan is not None and state.feedback is None:
+            state.feedback_until = workflow.now() + timedelta(seconds=window)
+        self._remember()
+
+    async def _await_feedback(self) -> None:
+        """Stay open (phase closed) until someone judges the diagnosis, the window ends, or the alerts fire again
+        (then the group's next run starts at once, as after any close)."""
+        state = self._state
+        if state.feedback_until is None:
+            return
+        remaining = (state.feedback_until - workflow.now()).total_seconds()
+        await self._wait(lambda: state.feedback is not None or bool(self._fired_after_resolution), remaining)
+        state.feedback_until = None
+        if state.feedback is not None:
+            await self._notify("feedback", _describe_feedback(state.feedback))
+        else:
+            # The message's Correct/Wrong controls go away: a click now would meet a finished incident.
+            self._record("feedback_closed", "no verdict on the diagnosis within the feedback window")
+            await self._notify("feedback_closed", "The feedback window closed.")
+
+    def _remember(self) -> None:
+        """The closed incident's summary, in its memo: visibility lists it with the run, for memory and stats."""
+        workflow.upsert_memo({SUMMARY_MEMO_KEY: incident_summary(self._state).model_dump(mode="json")})
 
     async def _await_first_alerts(self) -> None:
         # Signal-with-start delivers the first notification before the first workflow task, so this does
@@ -690,6 +733,42 @@ class IncidentWorkflow:
         if self._settings.approvers and decision.by not in self._settings.approvers:
             raise ApplicationError(f"{decision.by!r} is not an allowed approver", type=UNKNOWN_APPROVER)
 
+    @workflow.update(name="feedback")
+    def feedback(self, feedback: Feedback) -> FeedbackRecord:
+        """A person's verdict on the diagnosis: a search attribute (DiagnosisFeedback), the memo and the timeline."""
+        state = self._state
+        record = FeedbackRecord(**feedback.model_dump(), at=workflow.now(), diagnosed=state.diagnosis.category)
+        state.feedback = record
+        self._record("feedback", _describe_feedback(record), record.model_dump(mode="json"))
+        workflow.upsert_search_attributes([DIAGNOSIS_FEEDBACK.value_set(record.verdict)])
+        if state.phase == Phase.closed:
+            self._remember()  # an open incident writes its memo when it closes
+        return record
+
+    @feedback.validator
+    def validate_feedback(self, feedback: Feedback) -> None:
+        state = self._state
+        if state.plan is None:
+            raise ApplicationError(f"there is no diagnosis to judge (phase {state.phase.value})", type=NO_DIAGNOSIS)
+        if state.feedback is not None:
+            raise ApplicationError(
+                f"the diagnosis was already judged {state.feedback.verdict} by {state.feedback.by}",
+                type=FEEDBACK_RECORDED,
+            )
+        if self._settings.approvers and feedback.by not in self._settings.approvers:
+            raise ApplicationError(f"{feedback.by!r} is not an allowed approver", type=UNKNOWN_APPROVER)
+        diagnosed = state.diagnosis.category
+        if feedback.verdict == "wrong" and feedback.cause == diagnosed:
+            raise ApplicationError(
+                f"cause: {diagnosed.value} is what the agent diagnosed; a wrong verdict names another cause",
+                type=BAD_FEEDBACK,
+            )
+        if feedback.verdict == "correct" and feedback.cause not in (None, diagnosed):
+            raise ApplicationError(
+                f"cause: a correct verdict confirms {diagnosed.value}; to name {feedback.cause} say wrong",
+                type=BAD_FEEDBACK,
+            )
+
     @workflow.query(name="state")
     def state(self) -> IncidentState:
         return self._state
@@ -746,6 +825,8 @@ class IncidentWorkflow:
                     "decided_by": state.decision.by if state.decision else None,
                     "approved": state.decision.approve if state.decision else None,
                     "outcome": state.outcome,
+                    "feedback": state.feedback,
+                    "feedback_open": state.feedback_until is not None and state.feedback is None,
                     "slack_channel": state.slack_channel,
                     "slack_ts": state.slack_ts,
                     "thread_lines": lines,
@@ -770,7 +851,7 @@ class IncidentWorkflow:
                 state.slack_ts = receipt.slack_ts or state.slack_ts
                 for problem in receipt.problems:
                     self._record("notify_problem", f"{event}: {problem}")
-        if event not in ("phase", "closed"):  # the closing message is the last word: nothing comes after it
+        if event not in ("phase", "closed", "feedback", "feedback_closed"):  # nothing after the closing words
             self._record("notified", event)
 
     async def _page(self, action: Literal["trigger", "resolve"]) -> None:
@@ -866,6 +947,12 @@ def _triage_of(state: IncidentState) -> TriageResult:
         alert_expr=state.alert_expr,
         runbook_id=state.diagnosis.runbook,
     )
+
+
+def _describe_feedback(record: FeedbackRecord) -> str:
+    cause = f" (it was {record.cause.value})" if record.cause is not None else ""
+    note = f": {record.note}" if record.note else ""
+    return f"diagnosis {record.diagnosed.value} judged {record.verdict}{cause} by {record.by}{note}"
 
 
 def _rank(severity: object) -> int:

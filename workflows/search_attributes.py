@@ -22,6 +22,8 @@ INCIDENT_SERVICE = SearchAttributeKey.for_keyword("IncidentService")
 ALERT_NAME = SearchAttributeKey.for_keyword("AlertName")
 ROOT_CAUSE_CATEGORY = SearchAttributeKey.for_keyword("RootCauseCategory")
 DIAGNOSIS_CONFIDENCE = SearchAttributeKey.for_float("DiagnosisConfidence")
+# A person's verdict on the diagnosis, "correct" or "wrong" (set by the feedback update, never cleared).
+DIAGNOSIS_FEEDBACK = SearchAttributeKey.for_keyword("DiagnosisFeedback")
 
 ALL_KEYS: tuple[SearchAttributeKey, ...] = (
     INCIDENT_PHASE,
@@ -31,15 +33,20 @@ ALL_KEYS: tuple[SearchAttributeKey, ...] = (
     ALERT_NAME,
     ROOT_CAUSE_CATEGORY,
     DIAGNOSIS_CONFIDENCE,
+    DIAGNOSIS_FEEDBACK,
 )
+
+
+def quoted(value: str) -> str:
+    """A string literal for a visibility query (quotes and backslashes escaped: a label cannot widen the query)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def cli_flags() -> list[str]:
     """``--search-attribute Name=Type`` flags for ``temporal server start-dev``."""
-    type_names = {"KEYWORD": "Keyword", "DOUBLE": "Double"}
     flags: list[str] = []
     for key in ALL_KEYS:
-        flags += ["--search-attribute", f"{key.name}={type_names[key.indexed_value_type.name]}"]
+        flags += ["--search-attribute", f"{key.name}={_TYPE_NAMES[key.indexed_value_type.name]}"]
     return flags
 
 
@@ -67,6 +74,40 @@ def search_attribute_updates(state: IncidentState) -> list[SearchAttributeUpdate
     ]
     updates.append(DIAGNOSIS_CONFIDENCE.value_set(round(state.diagnosis.confidence, 4)))
     return updates
+
+
+class SearchAttributesMissing(Exception):
+    """The namespace lacks search attributes the incidents upsert: every workflow task would fail on them."""
+
+    def __init__(self, namespace: str, missing: list[str]) -> None:
+        self.missing = missing
+        commands = "; ".join(
+            f"temporal operator search-attribute create --namespace {namespace} --name {key.name} "
+            f"--type {_TYPE_NAMES[key.indexed_value_type.name]}"
+            for key in ALL_KEYS
+            if key.name in missing
+        )
+        names = ", ".join(missing)
+        super().__init__(f"namespace {namespace!r} lacks the search attributes {names}; register them: {commands}")
+
+
+_TYPE_NAMES = {"KEYWORD": "Keyword", "DOUBLE": "Double"}
+
+
+async def check_search_attributes(client: Client, namespace: str) -> bool:
+    """Raise SearchAttributesMissing when the namespace lacks any of ours; False when the server cannot say (the
+    time-skipping server, a cloud key without operator rights): the worker then starts and relies on the docs."""
+    try:
+        existing = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace)
+        )
+    except RPCError:
+        return False
+    known = set(existing.custom_attributes) | set(existing.system_attributes)
+    missing = [key.name for key in ALL_KEYS if key.name not in known]
+    if missing:
+        raise SearchAttributesMissing(namespace, missing)
+    return True
 
 
 async def register_search_attributes(client: Client, namespace: str) -> None:
