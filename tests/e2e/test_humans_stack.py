@@ -6,7 +6,8 @@ One incident gets one Slack message, updated in place through every phase. Signe
 - one from an allowed approver drives the remediation.
 
 A second incident is left unanswered until its approval timeout and pages PagerDuty exactly once. The
-post-incident report is served over HTTP.
+post-incident report is served over HTTP. Once the first incident closes, its message asks "Diagnosis correct?";
+a signed answer is recorded, shown in the message and counted by ``GET /stats``.
 """
 
 from __future__ import annotations
@@ -74,6 +75,34 @@ def click(workflow_id: str, plan_id: str, user: str, response_url: str, action: 
         ],
         "response_url": response_url,
         "channel": {"id": CHANNEL},
+    }
+    return urlencode({"payload": json.dumps(body)}).encode()
+
+
+def resolved(group: str, starts_at: datetime) -> dict[str, Any]:
+    body = payload(group, starts_at)
+    body["status"] = body["alerts"][0]["status"] = "resolved"
+    body["alerts"][0]["endsAt"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return body
+
+
+def cause_selected(workflow_id: str, cause: str, user: str, response_url: str) -> bytes:
+    """The closed incident's "No, it was…" menu, as Slack posts a selection."""
+    body = {
+        "type": "block_actions",
+        "user": {"id": user, "username": user.lower()},
+        "actions": [
+            {
+                "action_id": "feedback_cause",
+                "block_id": "feedback",
+                "type": "static_select",
+                "selected_option": {
+                    "text": {"type": "plain_text", "text": cause},
+                    "value": json.dumps({"workflow_id": workflow_id, "cause": cause}),
+                },
+            }
+        ],
+        "response_url": response_url,
     }
     return urlencode({"payload": json.dumps(body)}).encode()
 
@@ -164,6 +193,31 @@ async def test_slack_message_signed_approval_pagerduty_once_and_the_report(tmp_p
                     assert response.status == 200
                     assert response.content_type == "text/markdown"
                     report = await response.text()
+
+                # The alert resolves; the closed incident asks whether its diagnosis was right.
+                async with session.post(
+                    f"{stack.front_url}/alerts/alertmanager", json=resolved("approved", starts_at)
+                ) as response:
+                    assert response.status == 202
+                await wait_phase(session, stack, approved, "closed", timeout_s=30)
+
+                async def asks() -> bool:
+                    return _asks_for_feedback(slack, approved)
+
+                await eventually(asks, 15, "the feedback controls")
+                body = cause_selected(approved, "oom_kill", "U0ALLOWED", respond_url)
+                async with session.post(interactions, data=body, headers=signature(body)) as response:
+                    assert response.status == 200
+                told = await asyncio.wait_for(answers.get(), timeout=15)
+                assert told["text"].startswith("Thank you") and "oom_kill" in told["text"]
+
+                async def judged() -> dict[str, Any]:
+                    async with session.get(f"{stack.front_url}/stats?window=1h&service=search") as response:
+                        figures = await response.json()
+                    return figures if figures["diagnosis"]["judged"] == 1 else {}
+
+                figures = await eventually(judged, 15, "the verdict in the stats")
+                assert figures["diagnosis"]["wrong"] == 1 and figures["closed"] == 1
             assert stack.stop() == 0
 
     # One Slack message per incident, updated in place through every phase, with the timeline in its thread.
@@ -177,6 +231,13 @@ async def test_slack_message_signed_approval_pagerduty_once_and_the_report(tmp_p
     alert = pagerduty.alert(unanswered)
     assert alert is not None and alert.triggers == 1
     assert "# Incident report" in report and "U0ALLOWED" in report
+    # The verdict replaced the controls in the message.
+    assert not _asks_for_feedback(slack, approved) and "judged *wrong* by *U0ALLOWED*" in message.all_text()
+
+
+def _asks_for_feedback(slack: SlackStandIn, workflow_id: str) -> bool:
+    message = next(m for m in slack.channel_messages(CHANNEL) if workflow_id in m.all_text())
+    return "feedback_correct" in message.button_values()
 
 
 async def _paged(pagerduty: PagerDutyStandIn, dedup_key: str) -> bool:
