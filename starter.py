@@ -16,10 +16,12 @@ import asyncio
 import json
 import signal
 import sys
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 
 import structlog
 from aiohttp import web
+from pydantic import BaseModel
 
 from config.durations import parse_duration
 from config.logging import configure_logging
@@ -27,13 +29,7 @@ from config.process import exit_now
 from config.settings import Settings, get_settings
 from config.temporal import connect
 from frontdoor.app import create_app
-from frontdoor.gateway import (
-    DecisionRefused,
-    FeedbackRefused,
-    IncidentGateway,
-    IncidentNotFound,
-    TemporalUnavailable,
-)
+from frontdoor.gateway import DecisionRefused, IncidentGateway, IncidentNotFound, TemporalUnavailable
 from frontdoor.governor import GovernorGateway
 from frontdoor.slack import SLACK_INTERACTIONS, SocketMode
 from models.incident import Category, Decision, Feedback
@@ -74,14 +70,14 @@ async def serve(settings: Settings) -> None:
     await runner.cleanup()
 
 
-async def decide(settings: Settings, workflow_id: str, decision: Decision) -> int:
-    gateway = IncidentGateway(await connect(settings, lazy=True), settings)
+async def _print_outcome(call: Awaitable[BaseModel], not_found: str) -> int:
+    """Print an update's result as JSON (0); a refusal or an unknown incident on stderr (1); Temporal down (2)."""
     try:
-        result = await gateway.decide(workflow_id, decision)
+        result = await call
     except IncidentNotFound:
-        print(f"error: no running incident {workflow_id}", file=sys.stderr)
+        print(f"error: {not_found}", file=sys.stderr)
         return 1
-    except DecisionRefused as exc:
+    except DecisionRefused as exc:  # FeedbackRefused too
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except TemporalUnavailable as exc:
@@ -89,6 +85,11 @@ async def decide(settings: Settings, workflow_id: str, decision: Decision) -> in
         return 2
     print(json.dumps(result.model_dump(mode="json")))
     return 0
+
+
+async def decide(settings: Settings, workflow_id: str, decision: Decision) -> int:
+    gateway = IncidentGateway(await connect(settings, lazy=True), settings)
+    return await _print_outcome(gateway.decide(workflow_id, decision), f"no running incident {workflow_id}")
 
 
 async def governor(settings: Settings, workflow_id: str, request: KillSwitchRequest | None) -> int:
@@ -105,19 +106,8 @@ async def governor(settings: Settings, workflow_id: str, request: KillSwitchRequ
 
 async def feedback(settings: Settings, workflow_id: str, verdict: Feedback) -> int:
     gateway = IncidentGateway(await connect(settings, lazy=True), settings)
-    try:
-        record = await gateway.feedback(workflow_id, verdict)
-    except IncidentNotFound:
-        print(f"error: no incident {workflow_id} open for feedback (its feedback window is over)", file=sys.stderr)
-        return 1
-    except FeedbackRefused as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except TemporalUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(record.model_dump(mode="json")))
-    return 0
+    not_found = f"no incident {workflow_id} open for feedback (its feedback window is over)"
+    return await _print_outcome(gateway.feedback(workflow_id, verdict), not_found)
 
 
 async def stats(settings: Settings, window_s: float, namespace: str | None, service: str | None) -> int:

@@ -169,16 +169,25 @@ async def get_report(request: web.Request) -> web.Response:
     return web.Response(text=render_report(state), content_type="text/markdown", charset="utf-8")
 
 
-async def post_decision(request: web.Request) -> web.Response:
+async def _operator_body(request: web.Request, model: type[M], what: str) -> tuple[str, M] | web.Response:
+    """An operator's request about one incident: the guard (401), the incident id (404), the body (400)."""
     allowed, why = operator_allowed(request, request.app[SETTINGS].api_token)
     if not allowed:
         return _error(401, why)
     workflow_id = _workflow_id(request)
     if workflow_id is None:
         return _error(404, f"not an incident id (expected {WORKFLOW_ID_PREFIX}...)")
-    decision, problem = await _read_model(request, Decision, "decision")
-    if decision is None:
+    body, problem = await _read_model(request, model, what)
+    if body is None:
         return problem or _error(400, "empty body")
+    return workflow_id, body
+
+
+async def post_decision(request: web.Request) -> web.Response:
+    read = await _operator_body(request, Decision, "decision")
+    if isinstance(read, web.Response):
+        return read
+    workflow_id, decision = read
     try:
         result = await request.app[GATEWAY].decide(workflow_id, decision)
     except IncidentNotFound:
@@ -192,15 +201,10 @@ async def post_decision(request: web.Request) -> web.Response:
 
 async def post_feedback(request: web.Request) -> web.Response:
     """A verdict on the incident's diagnosis: 404 once its feedback window is over, 409 when already judged."""
-    allowed, why = operator_allowed(request, request.app[SETTINGS].api_token)
-    if not allowed:
-        return _error(401, why)
-    workflow_id = _workflow_id(request)
-    if workflow_id is None:
-        return _error(404, f"not an incident id (expected {WORKFLOW_ID_PREFIX}...)")
-    feedback, problem = await _read_model(request, Feedback, "feedback")
-    if feedback is None:
-        return problem or _error(400, "empty body")
+    read = await _operator_body(request, Feedback, "feedback")
+    if isinstance(read, web.Response):
+        return read
+    workflow_id, feedback = read
     try:
         record = await request.app[GATEWAY].feedback(workflow_id, feedback)
     except IncidentNotFound:

@@ -196,7 +196,7 @@ async def _visible(env: WorkflowEnvironment, query: str, timeout_s: float = 10):
     raise AssertionError(f"nothing visible for {query}")
 
 
-async def test_resolved_notification_signals_a_running_incident_and_is_ignored_otherwise(front) -> None:
+async def test_resolved_notification_signals_a_running_incident_and_is_ignored_otherwise(front, dev_server) -> None:
     client = await front()
     payload = unique_payload("resolve")
     started = await client.post("/alerts/alertmanager", json=payload)
@@ -210,6 +210,7 @@ async def test_resolved_notification_signals_a_running_incident_and_is_ignored_o
     assert (await response.json())["incidents"][0]["action"] == "signalled"
     closed = await wait_phase(client, workflow_id, "closed")
     assert closed["outcome"] == "resolved"
+    await dev_server.client.get_workflow_handle(workflow_id).result()  # past the closing message and report
 
     # The same resolution again, now that nothing is open for the group: accepted, nothing started.
     again = await client.post("/alerts/alertmanager", json=resolved)
