@@ -2,12 +2,18 @@
 
 Temporal's errors are translated here into a few exceptions the HTTP layer maps to statuses: unreachable -> 503
 (Alertmanager retries), unknown incident -> 404, a refused decision -> 403/409.
+
+Identical notifications that arrive while the first one's Temporal write is still in flight share that write:
+an HA pair or trio of Alertmanagers delivers every notification once per replica, at the same moment, and one
+signal-with-start per notification is all an incident needs (a later copy would be folded away by the workflow
+anyway). Temporal writes are what bounds the front door's throughput, so this triples it in such a storm.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -93,6 +99,8 @@ class Delivery:
     workflow_id: str
     action: Literal["started", "signalled", "ignored"]
     reason: str | None = None
+    # Answered by an identical delivery's Temporal write that was already in flight (not in the HTTP answer).
+    coalesced: bool = False
 
     def as_json(self) -> dict[str, str]:
         body = {"workflow_id": self.workflow_id, "action": self.action}
@@ -116,18 +124,59 @@ async def _temporal_errors() -> AsyncIterator[None]:
         raise
 
 
+class SingleFlight:
+    """One call per key at a time: callers with the key of a call in flight await that call's outcome.
+
+    The call runs as its own task, so a caller that goes away (a client that hung up) cancels neither the write
+    nor the other callers' wait."""
+
+    def __init__(self) -> None:
+        self._calls: dict[str, asyncio.Task[Delivery]] = {}
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    async def run(self, key: str, call: Callable[[], Awaitable[Delivery]]) -> tuple[Delivery, bool]:
+        """The call's result, and whether it was another caller's call (coalesced)."""
+        task = self._calls.get(key)
+        joined = task is not None
+        if task is None:
+            task = asyncio.ensure_future(call())
+            self._calls[key] = task
+            task.add_done_callback(lambda done: self._finished(key, done))
+        return await asyncio.shield(task), joined
+
+    def _finished(self, key: str, task: asyncio.Task[Delivery]) -> None:
+        if self._calls.get(key) is task:
+            del self._calls[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: every caller may have gone, and the error was theirs to see
+
+
+def delivery_key(notification: AlertNotification) -> str:
+    """What makes two deliveries the same notification: everything but the moment it was received."""
+    body = notification.model_dump_json(exclude={"received_at"})
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
 class IncidentGateway:
     def __init__(self, client: Client, settings: Settings, incident_settings: IncidentSettings | None = None) -> None:
         self._client = client
         self._settings = settings
         self._incident_settings = incident_settings or settings.incident_settings()
+        self._in_flight = SingleFlight()
 
     @property
     def client(self) -> Client:
         return self._client
 
     async def deliver(self, notification: AlertNotification) -> Delivery:
-        """Open the group's incident or add the notification to the one already running."""
+        """Open the group's incident or add the notification to the one already running; an identical
+        notification whose write is in flight shares it."""
+        delivery, coalesced = await self._in_flight.run(delivery_key(notification), lambda: self._deliver(notification))
+        return Delivery(delivery.workflow_id, delivery.action, delivery.reason, coalesced) if coalesced else delivery
+
+    async def _deliver(self, notification: AlertNotification) -> Delivery:
         workflow_id = incident_workflow_id(notification.group_key)
         if notification.status == "resolved":
             return await self._deliver_resolved(workflow_id, notification)

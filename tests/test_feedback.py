@@ -46,7 +46,9 @@ async def close_by_resolution(rig: Rig) -> tuple[str, IncidentState]:
     """An incident that reached a plan, then closed because Alertmanager said every alert resolved."""
     handle, _ = await open_incident(rig)
     await rig.gateway.deliver(resolved(rig.notification()))
-    return handle.id, await wait_for(handle, lambda s: s.phase == Phase.closed and s.feedback_until is not None)
+    return handle.id, await wait_for(
+        handle, lambda s: s.phase == Phase.closed and s.feedback_until is not None, timeout_s=30
+    )
 
 
 async def test_a_closed_incident_waits_for_a_verdict_then_records_it_everywhere(windowed: Rig) -> None:
