@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from datetime import timedelta
 
 import aiohttp
 import structlog
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from activities.alertmanager import AlertmanagerActivities
@@ -17,6 +19,7 @@ from activities.llm import LLMActivities
 from activities.logging_context import IncidentLogContext
 from activities.loki import LokiActivities
 from activities.memory import MemoryActivities
+from activities.metrics import HISTOGRAM_BUCKETS
 from activities.notify import Notifier
 from activities.pagerduty import PagerDutyActivities
 from activities.policy import PolicyActivities
@@ -27,7 +30,7 @@ from activities.triage import TriageActivities
 from config.logging import configure_logging
 from config.process import exit_now
 from config.settings import Settings, get_settings
-from config.temporal import connect_with_retry
+from config.temporal import connect_with_retry, metrics_runtime
 from remediation.policy import effective_dry_run, load_policy, policy_warnings
 from triage.runbooks import load_runbooks
 from workflows.governor import GovernorActivities, GovernorWorkflow
@@ -84,11 +87,24 @@ def build_worker(client: Client, settings: Settings, session: aiohttp.ClientSess
     )
 
 
+def _runtime(settings: Settings) -> Runtime | None:
+    """With METRICS_PORT, a runtime serving the SDK's and the agent's metrics; None keeps the SDK's default."""
+    if settings.metrics_port is None:
+        return None
+    try:
+        runtime = metrics_runtime(settings.metrics_port, buckets=HISTOGRAM_BUCKETS)
+    except ValueError as exc:  # the port is taken, or not ours to bind: a scrape target that never answers
+        log.error("metrics_endpoint_failed", port=settings.metrics_port, error=str(exc))
+        raise SystemExit(f"worker not started: METRICS_PORT {settings.metrics_port}: {exc}") from None
+    log.info("metrics_endpoint", url=f"http://0.0.0.0:{settings.metrics_port}/metrics")
+    return runtime
+
+
 async def main() -> None:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
     load_runbooks(settings.runbooks_dir)  # fail fast, naming the bad file, before connecting anywhere
-    client = await connect_with_retry(settings)
+    client = await connect_with_retry(settings, runtime=_runtime(settings))
     try:
         if not await check_search_attributes(client, settings.temporal_namespace):
             log.warning("search_attributes_unchecked", reason="the server does not list search attributes")
@@ -117,5 +133,12 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except SystemExit as refused:  # a start refused with its reason (search attributes, METRICS_PORT)
+        # As the interpreter would report it, but without its finalization: see exit_now.
+        code = refused.code
+        if isinstance(code, str):
+            print(code, file=sys.stderr)
+        exit_now(code if isinstance(code, int) else 0 if code is None else 1)
     exit_now(0)

@@ -31,6 +31,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from pydantic import ValidationError
 from temporalio import activity
 
+from activities.metrics import llm_call
 from config.settings import Settings
 from models.incident import Action, ActionType, Category, Diagnosis, Hypothesis, Workload
 from models.llm import (
@@ -183,6 +184,7 @@ class LLMActivities:
             }
         )
         log.info("llm_summary", model=self._model, used=result.used, reason=result.fallback_reason)
+        llm_call("summary", result)
         return result
 
     async def _complete(
@@ -259,6 +261,7 @@ class LLMActivities:
             prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens,
         )
+        llm_call("diagnose", result)
         return result
 
 

@@ -24,7 +24,14 @@ from models.incident import IncidentState
 from models.memory import Memory, MemoryRequest, PastIncident
 from models.stats import SUMMARY_MEMO_KEY, IncidentSummary
 from reports.stats import incident_summary
-from workflows.search_attributes import ALERT_NAME, INCIDENT_NAMESPACE, INCIDENT_PHASE, INCIDENT_SERVICE, quoted
+from workflows.search_attributes import (
+    ALERT_NAME,
+    INCIDENT_NAMESPACE,
+    INCIDENT_PHASE,
+    INCIDENT_SERVICE,
+    keyword_value,
+    quoted,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -32,9 +39,10 @@ log = structlog.get_logger(__name__)
 def memory_query(request: MemoryRequest) -> str:
     """The visibility query for closed incidents of this alert on this workload (values quoted safely)."""
     return (
-        f"{ALERT_NAME.name} = {quoted(request.alertname)}"
-        f" AND {INCIDENT_NAMESPACE.name} = {quoted(request.namespace)}"
-        f" AND {INCIDENT_SERVICE.name} = {quoted(request.service)}"
+        # The incidents' own values as they were published (an over-long label is kept cut to a prefix).
+        f"{ALERT_NAME.name} = {quoted(keyword_value(request.alertname))}"
+        f" AND {INCIDENT_NAMESPACE.name} = {quoted(keyword_value(request.namespace))}"
+        f" AND {INCIDENT_SERVICE.name} = {quoted(keyword_value(request.service))}"
         f" AND {INCIDENT_PHASE.name} = 'closed'"
     )
 

@@ -66,6 +66,7 @@ from activities.kubernetes import (
     _template,
     call_for_json,
 )
+from activities.metrics import remediation_action
 from models.incident import Action, ActionType
 from models.remediation import ACTION_ID_ANNOTATION, ExecuteRequest, ExecuteResult, UndoRequest
 
@@ -189,8 +190,10 @@ class RemediationActivities:
                 result = await self._run(action_id, dry_run, plan)
         except ApplicationError as exc:
             log.warning("remediation_action_failed", **where, error_type=exc.type, error=exc.message)
+            remediation_action(operation, action.type.value, exc.type)
             raise
         log.info("remediation_action", **where, mode=result.mode)
+        remediation_action(operation, action.type.value, result.mode)
         return result
 
     async def _plan(self, action: Action, marker: str) -> _Plan:

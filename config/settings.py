@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     # DRY_RUN: unset lets the policy file's dry_run decide (true in the shipped policy.yaml).
     dry_run: bool | None = None
 
+    # METRICS_PORT: the worker serves the Temporal SDK's metrics and the agent's own at :<port>/metrics (unset: none).
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
 
@@ -89,6 +92,7 @@ class Settings(BaseSettings):
         "openai_base_url",
         "openai_api_key",
         "llm_model",
+        "metrics_port",
         mode="before",
     )
     @classmethod

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import structlog
 from aiohttp import web
@@ -21,6 +22,17 @@ from frontdoor.gateway import (
     TemporalUnavailable,
 )
 from frontdoor.governor import GovernorGateway
+from frontdoor.metrics import (
+    DECISION_ROUTE,
+    FEEDBACK_ROUTE,
+    METRICS_ROUTE,
+    OUTCOME,
+    WEBHOOK_ROUTE,
+    CountedUpdates,
+    FrontDoorMetrics,
+    decision_outcome,
+    refusal_outcome,
+)
 from frontdoor.slack import install as install_slack
 from models.alertmanager import AlertmanagerWebhook
 from models.incident import Decision, Feedback
@@ -39,28 +51,33 @@ STATS_MAX_WINDOW_S = 366 * 86400
 GATEWAY: web.AppKey[IncidentGateway] = web.AppKey("gateway", IncidentGateway)
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 GOVERNOR: web.AppKey[GovernorGateway] = web.AppKey("governor", GovernorGateway)
+METRICS: web.AppKey[FrontDoorMetrics] = web.AppKey("metrics", FrontDoorMetrics)
 
 
 def create_app(
     gateway: IncidentGateway, settings: Settings, governor: GovernorGateway | None = None
 ) -> web.Application:
     # aiohttp enforces the body limit itself too; the handlers answer it in the contract's words first.
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_unavailable_is_503])
+    metrics = FrontDoorMetrics()  # a registry per app: tests build many
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[metrics.middleware(), _unavailable_is_503])
+    app[METRICS] = metrics
     app[GATEWAY] = gateway
     app[SETTINGS] = settings
     app[GOVERNOR] = governor or GovernorGateway(gateway.client, settings.temporal_task_queue)
-    app.router.add_post("/alerts/alertmanager", alertmanager_webhook)
+    app.router.add_post(WEBHOOK_ROUTE, alertmanager_webhook)
     app.router.add_get("/incidents", list_incidents)
     app.router.add_get("/incidents/{workflow_id}", get_incident)
     app.router.add_get("/incidents/{workflow_id}/report", get_report)
-    app.router.add_post("/incidents/{workflow_id}/decision", post_decision)
-    app.router.add_post("/incidents/{workflow_id}/feedback", post_feedback)
+    app.router.add_post(DECISION_ROUTE, post_decision)
+    app.router.add_post(FEEDBACK_ROUTE, post_feedback)
     app.router.add_get("/stats", get_stats)
     app.router.add_get("/governor", get_governor)
     app.router.add_post("/governor/killswitch", post_killswitch)
-    install_slack(app, gateway, settings)  # POST /slack/interactions (frontdoor/slack.py)
+    # POST /slack/interactions (frontdoor/slack.py); the clicks' decisions and verdicts are counted on the way.
+    install_slack(app, cast(IncidentGateway, CountedUpdates(gateway, metrics, "slack")), settings)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get(METRICS_ROUTE, metrics.handle)
     return app
 
 
@@ -89,6 +106,12 @@ async def _read_json(request: web.Request) -> tuple[Any, web.Response | None]:
         return json.loads(raw), None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         return None, _error(400, f"malformed JSON: {exc}")
+    except RecursionError:
+        # json's parser recurses once per nesting level: a body of "[[[[..." would otherwise be a 500.
+        return None, _error(400, "malformed JSON: nested too deeply")
+    except ValueError:
+        # Valid JSON, but an integer literal longer than Python converts (a 500 otherwise); no sender means one.
+        return None, _error(400, f"malformed JSON: an integer has over {sys.get_int_max_str_digits()} digits")
 
 
 async def _read_model(request: web.Request, model: type[M], what: str) -> tuple[M | None, web.Response | None]:
@@ -102,10 +125,19 @@ async def _read_model(request: web.Request, model: type[M], what: str) -> tuple[
         return None, _error(400, f"invalid {what}: {_describe(exc)}")
 
 
+def _field_name(part: int | str, longest: int = 64) -> str:
+    """One step of a field's path as an error shows it. A step may be the sender's own key (a label name): it is
+    escaped when not printable (the error stays one line) and shortened (a 1 MiB key is not echoed back)."""
+    text = str(part)
+    if not text.isprintable():
+        text = json.dumps(text)[1:-1]
+    return text if len(text) <= longest else text[: longest - 3] + "..."
+
+
 def _describe(error: ValidationError, limit: int = 3) -> str:
     parts = []
     for item in error.errors()[:limit]:
-        where = ".".join(str(part) for part in item["loc"]) or "body"
+        where = ".".join(_field_name(part) for part in item["loc"]) or "body"
         parts.append(f"{where}: {item['msg']}")
     more = len(error.errors()) - limit
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
@@ -120,6 +152,7 @@ async def alertmanager_webhook(request: web.Request) -> web.Response:
         return problem or _error(400, "empty body")
     notification = notification_from_webhook(webhook, datetime.now(UTC))
     delivery = await request.app[GATEWAY].deliver(notification)
+    request[OUTCOME] = delivery.action
     log.info(
         "alert_notification",
         workflow_id=delivery.workflow_id,
@@ -193,8 +226,10 @@ async def post_decision(request: web.Request) -> web.Response:
     except IncidentNotFound:
         return _error(404, f"no running incident {workflow_id}")
     except DecisionRefused as exc:
+        request[OUTCOME] = refusal_outcome(exc.kind)
         status = 403 if exc.kind == UNKNOWN_APPROVER else 409
         return _error(status, str(exc), kind=exc.kind)
+    request[OUTCOME] = decision_outcome(decision)
     log.info("decision", workflow_id=workflow_id, approve=decision.approve, by=decision.by, phase=result.phase)
     return web.json_response(result.model_dump(mode="json"))
 
@@ -210,8 +245,10 @@ async def post_feedback(request: web.Request) -> web.Response:
     except IncidentNotFound:
         return _error(404, f"no incident {workflow_id} open for feedback (its feedback window is over)")
     except FeedbackRefused as exc:
+        request[OUTCOME] = refusal_outcome(exc.kind)
         status = {UNKNOWN_APPROVER: 403, BAD_FEEDBACK: 400}.get(exc.kind, 409)
         return _error(status, str(exc), kind=exc.kind)
+    request[OUTCOME] = record.verdict
     log.info("feedback", workflow_id=workflow_id, verdict=record.verdict, cause=record.cause, by=record.by)
     return web.json_response(record.model_dump(mode="json"))
 

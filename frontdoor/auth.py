@@ -14,8 +14,11 @@ def bearer_ok(request: web.Request, token: SecretStr) -> bool:
     scheme, _, presented = header.partition(" ")
     if scheme.lower() != "bearer" or not presented:
         return False
-    # Constant-time comparison: the token must not leak through response timing.
-    return hmac.compare_digest(presented.strip().encode(), token.get_secret_value().encode())
+    # Constant-time comparison: the token must not leak through response timing. aiohttp decodes header bytes that
+    # are not UTF-8 with surrogateescape: encoding them back the same way compares the bytes the client sent (a
+    # plain encode() would raise on them, a 500 instead of a 401).
+    presented_bytes = presented.strip().encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(presented_bytes, token.get_secret_value().encode("utf-8", "surrogateescape"))
 
 
 def is_loopback(request: web.Request) -> bool:

@@ -53,10 +53,12 @@ log = structlog.get_logger("frontdoor.slack")
 
 PATH = "/slack/interactions"
 MAX_SKEW_S = 5 * 60  # Slack's rule, and SignatureVerifier's: older (or later) timestamps are replays or bad clocks
+MAX_TIMESTAMP_DIGITS = 12
 REASON = "via Slack"
 ACTIONS = {"approve": True, "reject": False}
 RESPONSE_TIMEOUT = aiohttp.ClientTimeout(total=10)
 _SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+CATEGORIES = frozenset(c.value for c in Category)
 
 
 @dataclass(frozen=True)
@@ -96,8 +98,24 @@ FEEDBACK_VERDICTS: dict[str, Literal["correct", "wrong"]] = {
 }
 
 
+def _text(value: object) -> str | None:
+    """``value`` when it is a string that is valid Unicode: JSON can spell lone surrogates, which no Temporal call,
+    log line or Slack message can carry."""
+    if not isinstance(value, str):
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value
+
+
 def parse_click(payload: object) -> ButtonClick | FeedbackClick | str:
-    """The click in a ``block_actions`` payload, or why the payload is not one of the agent's controls."""
+    """The click in a ``block_actions`` payload, or why the payload is not one of the agent's controls.
+
+    The payload is signed, but its shape is still checked field by field: a value of the wrong type must end as a
+    reason to ignore the click, never as an exception in the request handler.
+    """
     if not isinstance(payload, dict):
         return "payload is not a JSON object"
     if payload.get("type") != "block_actions":
@@ -107,35 +125,38 @@ def parse_click(payload: object) -> ButtonClick | FeedbackClick | str:
         return "no actions in the payload"
     action = actions[0]
     action_id = action.get("action_id")
-    if action_id not in ACTIONS and action_id not in FEEDBACK_VERDICTS:
+    if not isinstance(action_id, str) or (action_id not in ACTIONS and action_id not in FEEDBACK_VERDICTS):
         return f"unknown action_id {action_id!r}"
     selected = action.get("selected_option") if action_id == FEEDBACK_CAUSE else None
     raw_value = selected.get("value") if isinstance(selected, dict) else action.get("value")
     try:
+        # ValueError covers JSONDecodeError and an integer too long to convert; RecursionError a too deep nesting.
         value = json.loads(raw_value or "")
-    except (TypeError, json.JSONDecodeError):
+    except (TypeError, ValueError, RecursionError):
         return "the control's value is not JSON"
-    if not isinstance(value, dict) or not isinstance(value.get("workflow_id"), str) or not value["workflow_id"]:
+    if not isinstance(value, dict) or not _text(value.get("workflow_id")):
         return "the control's value names no workflow_id"
     user = payload.get("user")
-    user_id = user.get("id") if isinstance(user, dict) else None
-    if not isinstance(user_id, str) or not user_id.strip():
+    user_id = _text(user.get("id")) if isinstance(user, dict) else None
+    if user_id is None or not user_id.strip():
         return "the payload names no user.id"
     assert isinstance(user, dict)
-    response_url = payload.get("response_url")
+    response_url = _text(payload.get("response_url"))
     who = {
         "workflow_id": value["workflow_id"],
         "user_id": user_id.strip(),
-        "user_name": str(user.get("username") or user.get("name") or ""),
-        "response_url": response_url if isinstance(response_url, str) and response_url.startswith("http") else None,
+        "user_name": _text(str(user.get("username") or user.get("name") or "")) or "",
+        "response_url": response_url if response_url is not None and response_url.startswith("http") else None,
     }
     if action_id in FEEDBACK_VERDICTS:
         cause = value.get("cause")
-        if action_id == FEEDBACK_CAUSE and cause not in {c.value for c in Category}:
-            return f"the selected cause {cause!r} is not a taxonomy category"
+        if cause is not None and (not isinstance(cause, str) or cause not in CATEGORIES):
+            return f"the control's cause {cause!r} is not a taxonomy category"
+        if action_id == FEEDBACK_CAUSE and cause is None:
+            return "the selected cause names no taxonomy category"
         return FeedbackClick(verdict=FEEDBACK_VERDICTS[action_id], cause=Category(cause) if cause else None, **who)
     plan_id = value.get("plan_id")
-    if plan_id is not None and not isinstance(plan_id, str):
+    if plan_id is not None and _text(plan_id) is None:
         return "the button's plan_id is not a string"
     return ButtonClick(approve=ACTIONS[action_id], plan_id=plan_id or None, **who)
 
@@ -295,15 +316,17 @@ class SlackInteractions:
         signature = headers.get("X-Slack-Signature")
         if not timestamp or not signature:
             return "missing X-Slack-Request-Timestamp or X-Slack-Signature header"
-        try:
-            skew = abs((time.time() if now is None else now) - int(timestamp))
-        except ValueError:
+        # Plain ASCII digits only: int() would also take "+1", " 1", "1_0" or Arabic digits, and a long one overflows
+        # the float subtraction below.
+        if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > MAX_TIMESTAMP_DIGITS:
             return "X-Slack-Request-Timestamp is not a Unix time"
+        skew = abs((time.time() if now is None else now) - int(timestamp))
         if skew > MAX_SKEW_S:
             return "X-Slack-Request-Timestamp is more than 5 minutes away (a replayed request, or a skewed clock)"
         try:
-            valid = self._verifier.is_valid(raw, timestamp, signature)
-        except (UnicodeDecodeError, ValueError):
+            # hmac.compare_digest raises TypeError on a non-ASCII str (a header may carry any byte).
+            valid = signature.isascii() and self._verifier.is_valid(raw, timestamp, signature)
+        except ValueError:  # a body that is not UTF-8 (UnicodeDecodeError) cannot be Slack's
             valid = False
         return None if valid else "X-Slack-Signature does not match (check SLACK_SIGNING_SECRET)"
 
@@ -342,7 +365,7 @@ async def slack_interactions(request: web.Request) -> web.Response:
     # Past the signature, anything not ours is acked (Slack shows an error on a non-200) and logged.
     try:
         payload: Any = json.loads(parse_qs(raw.decode()).get("payload", [""])[0])
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, an over-long integer, a too deep nesting
         log.warning("slack_interaction_ignored", via="http", reason="no JSON payload field in the form body")
         return web.Response(status=200)
     interactions.accept(payload, via="http")

@@ -187,4 +187,4 @@ async def test_alerts_firing_again_during_the_window_open_the_groups_next_run(de
     kinds = [e.kind for e in before.timeline]
     assert kinds.index("alerts_fired_again") < kinds.index("feedback_closed")
     # The new run remembers the run the window was holding open (read from its memo).
-    assert [past.workflow_id for past in reopened.seen_before] == [workflow_id]
+    assert workflow_id in [past.workflow_id for past in reopened.seen_before]

@@ -80,6 +80,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.llm_step import describe as describe_llm
     from workflows.memory_step import MEMORY_PATCH, recall
     from workflows.memory_step import describe as describe_memory
+    from workflows.metrics import incident_closed, phase_entered
     from workflows.remediation_step import REMEDIATION_PATCH, governed, limits_of, made_worse
     from workflows.remediation_step import execute as execute_action
     from workflows.remediation_step import judge as judge_plan
@@ -887,6 +888,7 @@ class IncidentWorkflow:
             f"{previous.value} -> {phase.value}: {message}",
             {"from": previous.value, "to": phase.value},
         )
+        phase_entered(phase)
         self._publish()
 
     def _escalate(self, reason: str) -> None:
@@ -896,6 +898,7 @@ class IncidentWorkflow:
     def _close(self, outcome: str) -> None:
         self._state.outcome = outcome
         self._state.closed_at = workflow.now()
+        incident_closed(self._state)
         self._enter(Phase.closed, outcome)
 
     def _gap(self, source: str, reason: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
@@ -50,8 +52,27 @@ def cli_flags() -> list[str]:
     return flags
 
 
+# Temporal refuses a keyword value whose encoding (JSON, non-ASCII escaped as \uXXXX) is over 2 KiB, the server's
+# default: the start, or every later upsert, would fail. Label values are the sender's; a longer one is cut.
+KEYWORD_MAX_BYTES = 2048
+
+
+def keyword_value(value: str, max_bytes: int = KEYWORD_MAX_BYTES) -> str:
+    """``value``, or its longest prefix whose encoding fits ``max_bytes``."""
+    if len(json.dumps(value)) <= max_bytes:
+        return value
+    low, high = 0, len(value)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if len(json.dumps(value[:middle])) <= max_bytes:
+            low = middle
+        else:
+            high = middle - 1
+    return value[:low]
+
+
 def _keyword_pairs(state: IncidentState) -> list[tuple[SearchAttributeKey[str], str]]:
-    return [
+    pairs = [
         (INCIDENT_PHASE, state.phase.value),
         (INCIDENT_SEVERITY, state.severity.value),
         (INCIDENT_NAMESPACE, state.namespace),
@@ -59,6 +80,7 @@ def _keyword_pairs(state: IncidentState) -> list[tuple[SearchAttributeKey[str], 
         (ALERT_NAME, state.alertname),
         (ROOT_CAUSE_CATEGORY, state.diagnosis.category.value),
     ]
+    return [(key, keyword_value(value)) for key, value in pairs]
 
 
 def initial_search_attributes(state: IncidentState) -> TypedSearchAttributes:

@@ -1,4 +1,5 @@
-"""``make run``'s stack (python -m devstack) as a subprocess on free ports, for end-to-end tests."""
+"""Real processes for end-to-end tests: ``make run``'s stack (python -m devstack) on free ports, ``python worker.py``
+on its own, and a Temporal dev server that keeps its state in a SQLite file and can be stopped and started again."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import aiohttp
 from evals.timeshift import parse_rfc3339, shift_kubernetes
 from tests.fixtures.kube import load_document
 from tests.fixtures.prometheus import free_port
+from tests.fixtures.server_process import ServerProcess
+from workflows.search_attributes import cli_flags
 
 ROOT = Path(__file__).resolve().parents[2]
 PAYLOADS = ROOT / "tests" / "payloads"
@@ -74,6 +77,98 @@ def devstack(tmp_path: Path, env: Mapping[str, str]) -> Iterator[Stack]:
             process.kill()
             process.wait()
         print(log_path.read_text(errors="replace")[-4000:])
+
+
+# Evidence sources and the LLM a developer's environment may point at: a test worker must not reach them unless the
+# test says so.
+_OUTSIDE_SOURCES = ("PROMETHEUS_URL", "LOKI_URL", "ALERTMANAGER_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL")
+
+
+@contextmanager
+def worker_process(
+    address: str, task_queue: str, kubeconfig: Path, log: Path, env: Mapping[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``python worker.py`` against ``address`` and the cluster of ``kubeconfig``, with ``DRY_RUN=false``; ``env``
+    adds or overrides variables. Its output is appended to ``log``, so that a restarted worker's follows the first's.
+    A worker still running when the block ends is killed."""
+    full_env = {key: value for key, value in os.environ.items() if key not in _OUTSIDE_SOURCES}
+    full_env |= {
+        "TEMPORAL_ADDRESS": address,
+        "TEMPORAL_TASK_QUEUE": task_queue,
+        "KUBECONFIG": str(kubeconfig),
+        "DRY_RUN": "false",
+        "LOG_FORMAT": "json",
+        **(env or {}),
+    }
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "worker.py"], cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+class TemporalDevServer(ServerProcess):
+    """``temporal server start-dev`` (the project's own binary) on 127.0.0.1, headless, its state in ``db_file``.
+
+    Every search attribute the incidents use is registered, as ``make run`` does. ``stop()`` then ``start()`` brings
+    the same server back on the same gRPC port from the same file, so clients and workers find it where it was.
+    Ready means its HTTP API answers for the ``default`` namespace."""
+
+    name = "temporal dev server"
+
+    def __init__(self, db_file: Path, *, startup_timeout_s: float = 60.0) -> None:
+        self.db_file = db_file
+        self.port = free_port()
+        self.http_port = free_port()
+        self.startup_timeout_s = startup_timeout_s
+        self._process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self._log_path = db_file.with_name(f"{db_file.stem}-0.log")
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> TemporalDevServer:
+        if self._process is not None:
+            raise RuntimeError("the Temporal dev server is already started")
+        binary = Path(sys.executable).with_name("temporal")
+        if not binary.exists():
+            raise RuntimeError(f"{binary} is missing: run `make test`, which installs the project's dev dependencies")
+        args = [
+            str(binary),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--http-port",
+            str(self.http_port),
+            "--headless",
+            "--db-filename",
+            str(self.db_file),
+            "--log-level",
+            "error",
+            *cli_flags(),
+        ]
+        self.starts += 1
+        self._log_path = self.db_file.with_name(f"{self.db_file.stem}-{self.starts}.log")  # each start its own log
+        self._launch(args, self.db_file.parent, f"http://127.0.0.1:{self.http_port}/api/v1/namespaces/default")
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: the server gets no chance to flush or close anything (``stop()`` asks it to shut down)."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+        if process is not None:
+            process.wait(timeout=30)
 
 
 async def eventually(check: Callable[[], Awaitable[T]], timeout_s: float, what: str) -> T:

@@ -9,12 +9,8 @@ The emulator stores the rollback, then holds its answer until the worker is dead
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,35 +20,12 @@ from config.settings import Settings
 from frontdoor.gateway import IncidentGateway
 from models.incident import Decision, IncidentSettings, Phase
 from models.remediation import ACTION_ID_ANNOTATION
-from tests.e2e.stack import ROOT, bad_deploy_cluster
+from tests.e2e.stack import ROOT, bad_deploy_cluster, worker_process
 from tests.fixtures.kube import kube_api, load_document
 from tests.harness import alert, notification, wait_for
 from workflows.incident import IncidentWorkflow
 
 REVISION = "deployment.kubernetes.io/revision"
-
-
-@contextmanager
-def worker_process(address: str, task_queue: str, kubeconfig: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    unset = {"PROMETHEUS_URL", "LOKI_URL", "ALERTMANAGER_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL"}
-    env = {key: value for key, value in os.environ.items() if key not in unset}
-    env |= {
-        "TEMPORAL_ADDRESS": address,
-        "TEMPORAL_TASK_QUEUE": task_queue,
-        "KUBECONFIG": str(kubeconfig),
-        "DRY_RUN": "false",
-        "LOG_FORMAT": "json",
-    }
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "worker.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
 
 
 async def test_a_worker_killed_right_after_applying_a_rollback_applies_it_exactly_once(

@@ -16,42 +16,16 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 import pytest_asyncio
-from aiohttp import web
 
 from tests.e2e.stack import bad_deploy_cluster, devstack, eventually, port_open, wait_phase, wait_ready
+from tests.fixtures.exporter import Exporter
 from tests.fixtures.kube import KubeAPI, kube_api
-from tests.fixtures.prometheus import PrometheusServer, free_port
+from tests.fixtures.prometheus import PrometheusServer
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPR = "app_error_ratio > 0.05"
 WEBHOOK_TOKEN = "hook-token"
 API_TOKEN = "operator-token"
-
-
-class Exporter:
-    """A /metrics endpoint with one gauge the test controls."""
-
-    def __init__(self) -> None:
-        self.error_ratio = 0.35
-        self.port = free_port()
-        self._runner: web.AppRunner | None = None
-
-    async def _metrics(self, request: web.Request) -> web.Response:
-        body = (
-            f'# TYPE app_error_ratio gauge\napp_error_ratio{{namespace="food",service="search"}} {self.error_ratio}\n'
-        )
-        return web.Response(text=body, content_type="text/plain")
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
 
 @pytest_asyncio.fixture
