@@ -5,14 +5,20 @@ from __future__ import annotations
 import json
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
+from aiohttp.test_utils import TestClient, TestServer
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from config.settings import Settings
+from frontdoor.app import create_app
+from frontdoor.gateway import IncidentGateway
+from models.incident import IncidentSettings
 from workflows.search_attributes import ALL_KEYS, register_search_attributes
 
 BIN = Path(sys.executable).parent
@@ -66,6 +72,35 @@ async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture
 def task_queue() -> str:
     return f"test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest_asyncio.fixture
+async def front(dev_server: WorkflowEnvironment, task_queue: str) -> AsyncIterator[Callable[..., Any]]:
+    """Build front doors (``await front(**settings)``) against the dev server, with a worker on the same queue
+    whose Prometheus says the alert is over (verification recovers)."""
+    from tests.harness import FakePrometheus, RecordingNotifier, incident_worker
+
+    clients: list[TestClient] = []
+    prometheus = FakePrometheus()
+    prometheus.series = []
+
+    async def make(**overrides: Any) -> TestClient:
+        settings = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            temporal_address=dev_server.client.service_client.config.target_host,
+            temporal_task_queue=task_queue,
+            **overrides,
+        )
+        gateway = IncidentGateway(dev_server.client, settings, IncidentSettings(approvers=settings.approvers))
+        client = TestClient(TestServer(create_app(gateway, settings)))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    async with incident_worker(dev_server.client, task_queue, prometheus, RecordingNotifier()):
+        yield make
+        for client in clients:
+            await client.close()
 
 
 def load_payload(name: str) -> dict:

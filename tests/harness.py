@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+from aiohttp.test_utils import TestClient
 from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
@@ -259,6 +261,20 @@ async def wait_for(
 
 async def wait_for_phase(handle: WorkflowHandle, phase: Phase, timeout_s: float = 15.0) -> IncidentState:
     return await wait_for(handle, lambda s: s.phase == phase, timeout_s)
+
+
+async def wait_http_phase(client: TestClient, workflow_id: str, phase: str, timeout_s: float = 30) -> dict[str, Any]:
+    """Poll the front door's ``GET /incidents/{id}`` until the incident is in ``phase``; its JSON state."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    body: dict[str, Any] = {}
+    while asyncio.get_running_loop().time() < deadline:
+        response = await client.get(f"/incidents/{workflow_id}")
+        if response.status == 200:
+            body = await response.json()
+            if body["phase"] == phase:
+                return body
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{workflow_id} never reached {phase}; last {body.get('phase')}")
 
 
 def phases(state: IncidentState) -> list[str]:

@@ -27,9 +27,9 @@ from frontdoor.app import MAX_BODY_BYTES, create_app
 from frontdoor.auth import operator_allowed
 from frontdoor.gateway import IncidentGateway
 from frontdoor.governor import GovernorGateway
-from models.incident import IncidentSettings, IncidentState
+from models.incident import IncidentState
 from tests.conftest import load_payload
-from tests.harness import FakePrometheus, RecordingNotifier, incident_worker
+from tests.harness import wait_http_phase
 from triage.identity import incident_workflow_id
 from workflows.governor import GovernorWorkflow
 
@@ -43,49 +43,10 @@ def unique_payload(tag: str) -> dict:
     return payload
 
 
-@pytest_asyncio.fixture
-async def front(dev_server: WorkflowEnvironment, task_queue: str) -> AsyncIterator[Callable]:
-    """Build front doors with given settings against the dev server, with a worker on the same queue."""
-    clients: list[TestClient] = []
-    prometheus, notifier = FakePrometheus(), RecordingNotifier()
-    prometheus.series = []
-
-    async def make(**overrides: object) -> TestClient:
-        settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            temporal_address=dev_server.client.service_client.config.target_host,
-            temporal_task_queue=task_queue,
-            **overrides,
-        )
-        gateway = IncidentGateway(dev_server.client, settings, IncidentSettings(approvers=settings.approvers))
-        client = TestClient(TestServer(create_app(gateway, settings)))
-        await client.start_server()
-        clients.append(client)
-        return client
-
-    async with incident_worker(dev_server.client, task_queue, prometheus, notifier):
-        yield make
-        for client in clients:
-            await client.close()
-
-
 async def assert_no_incident(env: WorkflowEnvironment, group_key: str) -> None:
     with pytest.raises(RPCError) as info:
         await env.client.get_workflow_handle(incident_workflow_id(group_key)).describe()
     assert info.value.status == RPCStatusCode.NOT_FOUND
-
-
-async def wait_phase(client: TestClient, workflow_id: str, phase: str, timeout_s: float = 15) -> dict:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    body: dict = {}
-    while asyncio.get_running_loop().time() < deadline:
-        response = await client.get(f"/incidents/{workflow_id}")
-        if response.status == 200:
-            body = await response.json()
-            if body["phase"] == phase:
-                return body
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{workflow_id} never reached {phase}; last {body.get('phase')}")
 
 
 # ---- bad input gets a clear answer and starts nothing ---------------------------------------------------------
@@ -171,7 +132,7 @@ async def test_concurrent_duplicate_deliveries_make_one_incident(front, dev_serv
     actions = [b["action"] for b in bodies]
     assert "started" in actions and set(actions) <= {"started", "signalled"}
 
-    state = await wait_phase(client, workflow_id, "awaiting_approval")
+    state = await wait_http_phase(client, workflow_id, "awaiting_approval")
     assert len(state["alerts"]) == 1
     runs = [w async for w in dev_server.client.list_workflows(f'WorkflowId = "{workflow_id}"')]
     assert len(runs) == 1
@@ -203,14 +164,14 @@ async def test_resolved_notification_signals_a_running_incident_and_is_ignored_o
     payload = unique_payload("resolve")
     started = await client.post("/alerts/alertmanager", json=payload)
     workflow_id = (await started.json())["incidents"][0]["workflow_id"]
-    await wait_phase(client, workflow_id, "awaiting_approval")
+    await wait_http_phase(client, workflow_id, "awaiting_approval")
 
     resolved = copy.deepcopy(payload)
     resolved["status"] = "resolved"
     resolved["alerts"][0].update(status="resolved", endsAt="2026-01-01T12:30:00Z")
     response = await client.post("/alerts/alertmanager", json=resolved)
     assert (await response.json())["incidents"][0]["action"] == "signalled"
-    closed = await wait_phase(client, workflow_id, "closed")
+    closed = await wait_http_phase(client, workflow_id, "closed")
     assert closed["outcome"] == "resolved"
     await dev_server.client.get_workflow_handle(workflow_id).result()  # past the closing message and report
 
@@ -234,7 +195,7 @@ async def test_decision_over_http_approves_the_pending_plan(front) -> None:
     client = await front()
     response = await client.post("/alerts/alertmanager", json=unique_payload("decide-http"))
     workflow_id = (await response.json())["incidents"][0]["workflow_id"]
-    state = await wait_phase(client, workflow_id, "awaiting_approval")
+    state = await wait_http_phase(client, workflow_id, "awaiting_approval")
 
     stale = await client.post(
         f"/incidents/{workflow_id}/decision", json={"approve": True, "by": "alice", "plan_id": "plan-stale"}
@@ -266,7 +227,7 @@ async def test_unknown_approver_is_403(front) -> None:
     client = await front(approvers=["alice"])
     response = await client.post("/alerts/alertmanager", json=unique_payload("decide-403"))
     workflow_id = (await response.json())["incidents"][0]["workflow_id"]
-    await wait_phase(client, workflow_id, "awaiting_approval")
+    await wait_http_phase(client, workflow_id, "awaiting_approval")
     refused = await client.post(f"/incidents/{workflow_id}/decision", json={"approve": True, "by": "mallory"})
     assert refused.status == 403 and (await refused.json())["kind"] == "UnknownApprover"
 
@@ -305,7 +266,7 @@ async def test_cli_approve_and_reject_report_refusals_and_successes(front, dev_s
     client = await front()
     response = await client.post("/alerts/alertmanager", json=unique_payload("cli"))
     workflow_id = (await response.json())["incidents"][0]["workflow_id"]
-    await wait_phase(client, workflow_id, "awaiting_approval")
+    await wait_http_phase(client, workflow_id, "awaiting_approval")
     env = {
         **os.environ,
         "TEMPORAL_ADDRESS": dev_server.client.service_client.config.target_host,
@@ -329,7 +290,7 @@ async def test_cli_approve_and_reject_report_refusals_and_successes(front, dev_s
     assert code == 1 and "stale" in err, err
     code, out, err = await cli("reject", workflow_id, "--by", "carol", "--reason", "not the deploy")
     assert code == 0 and json.loads(out)["phase"] == "escalated", err
-    state = await wait_phase(client, workflow_id, "escalated")
+    state = await wait_http_phase(client, workflow_id, "escalated")
     assert state["decision"]["by"] == "carol" and state["decision"]["approve"] is False
     code, _, err = await cli("approve", incident_workflow_id("nobody"), "--by", "carol")
     assert code == 1 and "no running incident" in err, err

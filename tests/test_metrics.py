@@ -17,7 +17,7 @@ import shutil
 import socket
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,7 @@ from tests.harness import (
     notification,
     resolved,
     wait_for_phase,
+    wait_http_phase,
 )
 from tests.test_slack_interactions import SECRET, form, signed
 from triage.identity import incident_workflow_id
@@ -176,45 +177,6 @@ def resolved_payload(payload: dict[str, Any]) -> dict[str, Any]:
     return done
 
 
-@pytest_asyncio.fixture
-async def front(dev_server: WorkflowEnvironment, task_queue: str) -> AsyncIterator[Callable[..., Any]]:
-    """Front doors with given settings against the dev server, with a worker on the same queue."""
-    clients: list[TestClient] = []
-    prometheus = FakePrometheus()
-    prometheus.series = []
-
-    async def make(**overrides: Any) -> TestClient:
-        settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            temporal_address=dev_server.client.service_client.config.target_host,
-            temporal_task_queue=task_queue,
-            **overrides,
-        )
-        gateway = IncidentGateway(dev_server.client, settings, IncidentSettings(approvers=settings.approvers))
-        client = TestClient(TestServer(create_app(gateway, settings)))
-        await client.start_server()
-        clients.append(client)
-        return client
-
-    async with incident_worker(dev_server.client, task_queue, prometheus, RecordingNotifier()):
-        yield make
-        for client in clients:
-            await client.close()
-
-
-async def wait_phase(client: TestClient, workflow_id: str, phase: str, timeout_s: float = 30) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    body: dict[str, Any] = {}
-    while asyncio.get_running_loop().time() < deadline:
-        response = await client.get(f"/incidents/{workflow_id}")
-        if response.status == 200:
-            body = await response.json()
-            if body["phase"] == phase:
-                return body
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{workflow_id} never reached {phase}; last {body.get('phase')}")
-
-
 async def test_webhooks_are_counted_by_outcome_and_requests_timed_by_route(front) -> None:
     client = await front(webhook_token=SecretStr(TOKEN))
     auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -288,7 +250,7 @@ async def test_operator_decisions_and_feedback_are_counted_by_outcome(front) -> 
     client = await front(approvers=["alice"])
     started = await client.post("/alerts/alertmanager", json=unique_payload("decide"))
     workflow_id = (await started.json())["incidents"][0]["workflow_id"]
-    state = await wait_phase(client, workflow_id, "awaiting_approval")
+    state = await wait_http_phase(client, workflow_id, "awaiting_approval")
     decision = f"/incidents/{workflow_id}/decision"
 
     assert (await client.post(decision, json={"approve": True, "by": "mallory"})).status == 403
@@ -317,7 +279,7 @@ async def test_operator_decisions_and_feedback_are_counted_by_outcome(front) -> 
     assert {labels["via"] for n, labels, _ in samples if n == "incident_agent_operator_decisions_total"} == {"http"}
     feedback = {labels["outcome"]: v for n, labels, v in samples if n == "incident_agent_operator_feedback_total"}
     assert feedback == {"correct": 1, "feedback_recorded": 1}
-    await wait_phase(client, workflow_id, "verifying")  # nothing left in flight when the worker stops
+    await wait_http_phase(client, workflow_id, "verifying")  # nothing left in flight when the worker stops
 
 
 def click(workflow_id: str, plan_id: str, user: str) -> dict[str, Any]:
@@ -353,7 +315,7 @@ async def test_slack_interactions_and_their_decisions_are_counted(front) -> None
     client = await front(slack_signing_secret=SecretStr(SECRET), approvers=["U0ALICE"])
     started = await client.post("/alerts/alertmanager", json=unique_payload("slack"))
     workflow_id = (await started.json())["incidents"][0]["workflow_id"]
-    plan_id = (await wait_phase(client, workflow_id, "awaiting_approval"))["plan"]["id"]
+    plan_id = (await wait_http_phase(client, workflow_id, "awaiting_approval"))["plan"]["id"]
 
     body = form(click(workflow_id, plan_id, "U0MALLORY"))
     assert (await client.post("/slack/interactions", data=body, headers=signed(body, secret="wrong"))).status == 401
@@ -366,7 +328,7 @@ async def test_slack_interactions_and_their_decisions_are_counted(front) -> None
     samples = await scrape(client)
     interactions = {labels["outcome"]: v for n, labels, v in samples if n == "incident_agent_slack_interactions_total"}
     assert interactions == {"acked": 2, "bad_signature": 1, "too_large": 0, "not_configured": 0}
-    await wait_phase(client, workflow_id, "verifying")
+    await wait_http_phase(client, workflow_id, "verifying")
 
 
 # ---- the workflow's counters ------------------------------------------------------------------------------------

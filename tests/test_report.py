@@ -3,19 +3,10 @@ and served by the front door for a real incident on a Temporal dev server."""
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import re
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
-import pytest_asyncio
-from aiohttp.test_utils import TestClient, TestServer
-from temporalio.testing import WorkflowEnvironment
-
-from config.settings import Settings
-from frontdoor.app import create_app
-from frontdoor.gateway import IncidentGateway
 from models.incident import (
     Action,
     ActionRecord,
@@ -28,7 +19,6 @@ from models.incident import (
     EvidenceGap,
     EvidenceItem,
     Hypothesis,
-    IncidentSettings,
     IncidentState,
     Phase,
     Plan,
@@ -40,7 +30,7 @@ from models.incident import (
 from reports import render_report
 from reports.markdown import TIMELINE_HEAD, TIMELINE_ROWS, escape
 from tests.conftest import load_payload
-from tests.harness import FakePrometheus, RecordingNotifier, incident_worker
+from tests.harness import wait_http_phase
 from triage.identity import incident_workflow_id
 
 T0 = datetime(2025, 6, 17, 14, 0, 0, tzinfo=UTC)
@@ -392,50 +382,13 @@ def test_an_empty_timeline_is_reconstructed_from_the_fields() -> None:
 # ---- the HTTP route -----------------------------------------------------------------------------------------------
 
 
-@pytest_asyncio.fixture
-async def front(dev_server: WorkflowEnvironment, task_queue: str) -> AsyncIterator[Callable]:
-    clients: list[TestClient] = []
-    prometheus, notifier = FakePrometheus(), RecordingNotifier()
-    prometheus.series = []
-
-    async def make() -> TestClient:
-        settings = Settings(
-            _env_file=None,
-            temporal_address=dev_server.client.service_client.config.target_host,
-            temporal_task_queue=task_queue,
-        )
-        gateway = IncidentGateway(dev_server.client, settings, IncidentSettings())
-        client = TestClient(TestServer(create_app(gateway, settings)))
-        await client.start_server()
-        clients.append(client)
-        return client
-
-    async with incident_worker(dev_server.client, task_queue, prometheus, notifier):
-        yield make
-        for client in clients:
-            await client.close()
-
-
-async def wait_phase(client: TestClient, workflow_id: str, phase: str, timeout_s: float = 15) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    last = None
-    while asyncio.get_running_loop().time() < deadline:
-        response = await client.get(f"/incidents/{workflow_id}")
-        if response.status == 200:
-            last = (await response.json())["phase"]
-            if last == phase:
-                return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{workflow_id} never reached {phase}; last {last}")
-
-
 async def test_the_report_route_serves_markdown_for_a_real_incident(front) -> None:
     client = await front()
     payload = copy.deepcopy(load_payload("alertmanager_firing.json"))
     payload["groupKey"] = '{}:{alertname="HighErrorRate", test="report-route"}'
     started = await client.post("/alerts/alertmanager", json=payload)
     workflow_id = (await started.json())["incidents"][0]["workflow_id"]
-    await wait_phase(client, workflow_id, "awaiting_approval")
+    await wait_http_phase(client, workflow_id, "awaiting_approval")
 
     response = await client.get(f"/incidents/{workflow_id}/report")
     assert response.status == 200
@@ -448,7 +401,7 @@ async def test_the_report_route_serves_markdown_for_a_real_incident(front) -> No
     resolved["status"] = "resolved"
     resolved["alerts"][0].update(status="resolved", endsAt="2026-01-01T12:30:00Z")
     await client.post("/alerts/alertmanager", json=resolved)
-    await wait_phase(client, workflow_id, "closed")
+    await wait_http_phase(client, workflow_id, "closed")
     report = await (await client.get(f"/incidents/{workflow_id}/report")).text()
     assert "| Outcome | resolved |" in report and "| Closed | still open |" not in report
     rows = table_rows(section(report, "What happened"))

@@ -39,7 +39,7 @@ from frontdoor.slack import SLACK_INTERACTIONS, FeedbackClick, SlackInteractions
 from models.incident import Decision, DecisionResult, Feedback, IncidentSettings
 from tests.conftest import load_payload
 from tests.fixtures.http_stand_in import one_route_server
-from tests.harness import FakePrometheus, RecordingNotifier, incident_worker
+from tests.harness import FakePrometheus, RecordingNotifier, incident_worker, wait_http_phase
 from triage.identity import incident_workflow_id
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,7 +118,7 @@ class Slack:
         payload["groupKey"] = f'{{}}:{{alertname="HighErrorRate", test="slack-{uuid.uuid4().hex[:8]}"}}'
         response = await client.post("/alerts/alertmanager", json=payload)
         workflow_id = (await response.json())["incidents"][0]["workflow_id"]
-        state = await wait_phase(client, workflow_id, "awaiting_approval")
+        state = await wait_http_phase(client, workflow_id, "awaiting_approval")
         return workflow_id, state["plan"]["id"]
 
     def payload(
@@ -164,23 +164,10 @@ def signed(body: bytes, *, secret: str = SECRET, timestamp: int | None = None) -
     return {**FORM, "X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
 
 
-async def wait_phase(client: TestClient, workflow_id: str, phase: str, timeout_s: float = 15) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    body: dict[str, Any] = {}
-    while asyncio.get_running_loop().time() < deadline:
-        response = await client.get(f"/incidents/{workflow_id}")
-        if response.status == 200:
-            body = await response.json()
-            if body["phase"] == phase:
-                return body
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{workflow_id} never reached {phase}; last {body.get('phase')}")
-
-
 async def settled(client: TestClient, workflow_id: str) -> None:
     """An approved incident acts (dry run) and then waits in verifying on a durable timer: no activity is left in
     flight when the test's worker stops."""
-    await wait_phase(client, workflow_id, "verifying")
+    await wait_http_phase(client, workflow_id, "verifying")
 
 
 async def state(client: TestClient, workflow_id: str) -> dict[str, Any]:
@@ -278,7 +265,7 @@ async def test_reject_escalates_with_the_slack_user_as_decider(slack: Slack) -> 
     assert (await slack.responses.next_text()) == (
         f"Rejected plan {plan_id} of {workflow_id}; the incident is now escalated."
     )
-    escalated = await wait_phase(client, workflow_id, "escalated")
+    escalated = await wait_http_phase(client, workflow_id, "escalated")
     assert escalated["decision"]["by"] == ALLOWED and escalated["decision"]["approve"] is False
 
 
