@@ -950,6 +950,9 @@ def test_one_line_summary() -> None:
     assert one_line_summary(_state()) == "[critical] HighErrorRate food/search: search returns 5xx"
     assert one_line_summary(_state(namespace="")) == "[critical] HighErrorRate search: search returns 5xx"
     assert one_line_summary(_state(title="")) == "[critical] HighErrorRate food/search"
+    # A sender's huge label cannot make the UI's, Slack's or PagerDuty's one-liner huge.
+    long = one_line_summary(_state(service="s" * 5_000))
+    assert len(long) == 300 and long.endswith("…") and long.startswith("[critical] HighErrorRate food/sss")
     assert one_line_summary(IncidentState()) == "[medium] alert"
 
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from models.incident import IncidentState, Phase
 
+# The one-liner names the incident in the Temporal UI, Slack and PagerDuty; labels are the sender's and unbounded.
+SUMMARY_CHARS = 300
+
 
 def one_line_summary(state: IncidentState) -> str:
     place = "/".join(part for part in (state.namespace, state.service) if part)
     head = f"[{state.severity.value}] {state.alertname or 'alert'}"
     if place:
         head += f" {place}"
-    return f"{head}: {state.title}" if state.title else head
+    line = f"{head}: {state.title}" if state.title else head
+    return line if len(line) <= SUMMARY_CHARS else line[: SUMMARY_CHARS - 1] + "…"
 
 
 EVIDENCE_SHOWN = 3
